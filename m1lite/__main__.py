@@ -1,0 +1,4 @@
+from m1lite.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Event enrichment: client-IP resolution and GeoIP lookup."""

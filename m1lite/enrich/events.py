@@ -1,0 +1,87 @@
+"""Turning client items into lake records: validate, flatten, stamp, locate, type.
+
+This is the ingest hot path; it runs once per event on the event loop, so it
+does one pass over each item and caches what repeats (the geo fields of an IP).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+from m1lite.enrich.geo import GeoLookup
+from m1lite.errors import BadRequest, PayloadTooLarge
+from m1lite.flatten import check_depth, flatten
+from m1lite.schema import Schema
+from m1lite.system import SystemProperties
+
+_GEO_PREFIX = "_m1.geo."
+_GEO_CACHE_MAX = 65_536
+
+
+def received_utc(now: datetime | None = None) -> str:
+    """ISO-8601 with milliseconds and Z, e.g. 2021-02-23T19:18:04.399Z."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+class Enricher:
+    def __init__(
+        self,
+        system: SystemProperties,
+        schema: Schema,
+        geo: GeoLookup | None,
+        *,
+        max_depth: int,
+        max_properties: int,
+    ) -> None:
+        self.system = system
+        self.schema = schema
+        self.geo = geo
+        self.max_depth = max_depth
+        self.max_properties = max_properties
+        self._geo_fields: dict[str, dict[str, Any]] = {}
+
+    def geo_fields(self, ip: str) -> dict[str, Any]:
+        """`_m1.geo.*` for an IP (empty when unknown or geo is off), cached per IP."""
+        if self.geo is None or not self.system.geo_enabled:
+            return {}
+        fields = self._geo_fields.get(ip)
+        if fields is None:
+            found = self.geo.lookup(ip) or {}
+            fields = {_GEO_PREFIX + name: value for name, value in found.items()}
+            if len(self._geo_fields) >= _GEO_CACHE_MAX:
+                self._geo_fields.clear()  # rare; a simple bound beats LRU bookkeeping here
+            self._geo_fields[ip] = fields
+        return fields
+
+    def records(self, items: list[Any], client_ip: str) -> list[dict[str, Any]]:
+        """Lake records for a /write's items; any bad item fails the whole request."""
+        system = self.system
+        stamp = {system.property_ip: client_ip, system.property_received: received_utc()}
+        stamp.update(self.geo_fields(client_ip))
+        permissive = system.permissive
+        rand = random.random
+        records = []
+        for position, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise BadRequest(
+                    f"items[{position}] must be a JSON object, not {type(item).__name__}",
+                    code="invalid_item",
+                )
+            check_depth(item, self.max_depth)
+            # Client-sent _m1* values are the server's to set.
+            for key in [k for k in item if k.startswith("_m1")]:
+                del item[key]
+            record = flatten(item)
+            if len(record) > self.max_properties:
+                raise PayloadTooLarge(
+                    f"items[{position}] has {len(record)} properties; "
+                    f"at most {self.max_properties} are accepted",
+                    code="too_many_properties",
+                )
+            record.update(stamp)
+            record["_m1rand"] = rand()
+            records.append(self.schema.coerce(record, permissive))
+        return records

@@ -1,0 +1,111 @@
+"""One environment: everything a data directory holds, opened and closed together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+
+from m1lite.auth import RIGHTS, Auth
+from m1lite.config import Config
+from m1lite.enrich.events import Enricher
+from m1lite.enrich.geo import GeoLookup
+from m1lite.enrich.ip import TrustedProxies
+from m1lite.schema import Schema, parse_date_ms
+from m1lite.storage import log as event_log
+from m1lite.storage.env import DataDirLock, LakeEnv
+from m1lite.storage.index import Index
+from m1lite.storage.meta import MetaStore
+from m1lite.storage.writer import Writer
+from m1lite.stores import Stores, load_template
+from m1lite.system import SystemProperties
+
+logger = logging.getLogger("m1lite")
+
+
+class Environment:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        config.data.mkdir(parents=True, exist_ok=True)
+        (config.data / "import").mkdir(exist_ok=True)
+        self._lock = DataDirLock(config.data)
+        self._lock.acquire()
+        try:
+            self._open(config)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, config: Config) -> None:
+        self.lake = LakeEnv(
+            config.data / "lake",
+            map_size_mb=config.map_size_mb,
+            max_map_size_mb=config.max_map_size_mb,
+        )
+        self.meta = MetaStore(self.lake)
+        self.stores = Stores(self.meta)
+        if self.stores.is_new:
+            self.stores.add_from_template(load_template(config.template))
+        self.auth = Auth(self.meta)
+        self.system = SystemProperties(self.meta, initialised=self.auth.has_users())
+        self.schema = Schema.from_list(self.meta.get("schema", []))
+        self.geo: GeoLookup | None = GeoLookup(config.geoip) if config.geoip else None
+        self.proxies = TrustedProxies(config.trusted_proxy_list)
+        self.enricher = Enricher(
+            self.system,
+            self.schema,
+            self.geo,
+            max_depth=config.max_json_depth,
+            max_properties=config.max_properties_per_event,
+        )
+        self.index = Index()
+        next_key = event_log.next_key(self.lake)
+        with self.lake.read() as txn:
+            self.index.load(txn, self.lake.dbs["postings"], self.lake.dbs["columns"], next_key)
+        self.writer = Writer(
+            self.lake,
+            self.index,
+            next_key=next_key,
+            field_kind=self.field_kind,
+            date_ms=parse_date_ms,
+            group_commit_s=config.group_commit_ms / 1000,
+            max_queue_events=config.max_queue_events,
+        )
+        self._bootstrap_admin()
+
+    def field_kind(self, name: str) -> str | None:
+        prop = self.schema.get(name)
+        return None if prop is None else prop.type
+
+    def _bootstrap_admin(self) -> None:
+        """First start with no users: an `admin` with every right."""
+        if self.auth.has_users():
+            return
+        password = os.environ.get("M1LITE_ADMIN_PASSWORD", "")
+        generated = not password
+        if generated:
+            password = secrets.token_urlsafe(12)
+        self.auth.add_user("admin", password, RIGHTS)
+        self.system.set_initialised(True)
+        if generated:
+            print(
+                f"m1lite: created user 'admin' with password {password}\n"
+                "m1lite: this is shown once; change it with /user/password",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def save_schema(self) -> None:
+        self.meta.put("schema", self.schema.to_list())
+
+    def start(self) -> None:
+        self.writer.start()
+
+    def close(self) -> None:
+        """Drain queued events, then release the data directory."""
+        self.writer.stop()
+        if self.geo is not None:
+            self.geo.close()
+        self.lake.close()
+        self._lock.release()

@@ -1,0 +1,53 @@
+"""Small durable key/value records: users, token hashes, system properties,
+schema and store definitions. Values are msgpack; writes commit at once (durable)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from m1lite.storage.env import LakeEnv
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+
+
+class MetaStore:
+    def __init__(self, lake: LakeEnv, db: str = "meta") -> None:
+        self._lake = lake
+        self._db = lake.dbs[db]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        with self._lake.read() as txn:
+            raw = txn.get(key.encode(), db=self._db)
+        return default if raw is None else _decode(raw)
+
+    def put(self, key: str, value: Any) -> None:
+        self.put_many({key: value})
+
+    def put_many(self, values: dict[str, Any], deletes: tuple[str, ...] = ()) -> None:
+        with self._lake.write() as txn:
+            for key, value in values.items():
+                txn.put(key.encode(), _encode(value), db=self._db)
+            for key in deletes:
+                txn.delete(key.encode(), db=self._db)
+
+    def delete(self, key: str) -> None:
+        self.put_many({}, deletes=(key,))
+
+    def items(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        """Every (key, value) whose key starts with prefix, in key order."""
+        start = prefix.encode()
+        with self._lake.read() as txn:
+            cursor = txn.cursor(db=self._db)
+            found = cursor.set_range(start)
+            rows = []
+            while found:
+                key = bytes(cursor.key())
+                if not key.startswith(start):
+                    break
+                rows.append((key.decode(), _decode(cursor.value())))
+                found = cursor.next()
+        yield from rows
