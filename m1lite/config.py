@@ -145,8 +145,9 @@ def configuration_markdown() -> str:
         lines.append(f"| `{s.flag}` | `{s.env_var}` | {default} | {s.help} |")
     lines += [
         "",
-        "Also read at first start: `M1LITE_ADMIN_PASSWORD`, the password of the `admin` user",
-        "created when the data directory has no users (a random one is printed on stderr otherwise).",
+        "Also read at first start: `M1LITE_ADMIN_PASSWORD`, the password of the `admin`",
+        "user created when the data directory has no users (a random one is printed on",
+        "stderr otherwise).",
         "",
     ]
     return "\n".join(lines)

@@ -43,15 +43,18 @@ class Environment:
             map_size_mb=config.map_size_mb,
             max_map_size_mb=config.max_map_size_mb,
         )
+        # Everything that can fail on a bad flag opens before the template is applied,
+        # so a corrected retry still finds a new data directory.
+        self.geo: GeoLookup | None = GeoLookup(config.geoip) if config.geoip else None
+        self.proxies = TrustedProxies(config.trusted_proxy_list)
+        template = load_template(config.template)
         self.meta = MetaStore(self.lake)
         self.stores = Stores(self.meta)
         if self.stores.is_new:
-            self.stores.add_from_template(load_template(config.template))
+            self.stores.add_from_template(template)
         self.auth = Auth(self.meta)
         self.system = SystemProperties(self.meta, initialised=self.auth.has_users())
         self.schema = Schema.from_list(self.meta.get("schema", []))
-        self.geo: GeoLookup | None = GeoLookup(config.geoip) if config.geoip else None
-        self.proxies = TrustedProxies(config.trusted_proxy_list)
         self.enricher = Enricher(
             self.system,
             self.schema,
@@ -62,21 +65,23 @@ class Environment:
         self.index = Index()
         next_key = event_log.next_key(self.lake)
         with self.lake.read() as txn:
-            self.index.load(txn, self.lake.dbs["postings"], self.lake.dbs["columns"], next_key)
+            self.index.load(txn, self.lake.dbs["index"], next_key)
         self.writer = Writer(
             self.lake,
             self.index,
             next_key=next_key,
-            field_kind=self.field_kind,
+            field_kinds=self.field_kinds,
             date_ms=parse_date_ms,
             group_commit_s=config.group_commit_ms / 1000,
             max_queue_events=config.max_queue_events,
         )
         self._bootstrap_admin()
 
-    def field_kind(self, name: str) -> str | None:
-        prop = self.schema.get(name)
-        return None if prop is None else prop.type
+    def field_kinds(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The date and text properties, which the index treats specially."""
+        return self.schema.names_of_type("date") | {self.system.property_received}, (
+            self.schema.names_of_type("text")
+        )
 
     def _bootstrap_admin(self) -> None:
         """First start with no users: an `admin` with every right."""

@@ -17,8 +17,9 @@ back, so they are part of the contract:
 - Two paths can spell the same key (`{"a.b": 1, "a": {"b": 2}}`); the later one in document
   order wins, as in a JSON object with a repeated key.
 
-`flatten` recurses once per nested object, so callers must run `check_depth` on untrusted
-input first; `check_depth` itself never recurses.
+`flatten` recurses once per nested object and refuses documents deeper than `max_depth`
+levels on the way (one pass on the ingest path instead of two); `check_depth` does the same
+check alone, without recursion.
 """
 
 from __future__ import annotations
@@ -30,18 +31,30 @@ from m1lite.errors import BadRequest
 __all__ = ["check_depth", "flatten", "unflatten"]
 
 
-def flatten(doc: dict[str, Any]) -> dict[str, Any]:
+def flatten(doc: dict[str, Any], max_depth: int = 64) -> dict[str, Any]:
     """Return the flat form of `doc` (see the module docstring for the rules).
 
-    Lists of plain scalars are shared with `doc`, not copied: events are decoded fresh for
-    every request, and copying every tag list would cost time on the ingest path.
+    Raises BadRequest when objects/arrays nest deeper than `max_depth` levels (counted as in
+    `check_depth`). Lists of plain scalars are shared with `doc`, not copied: events are
+    decoded fresh for every request, and copying every tag list would cost time on the
+    ingest path.
     """
     out: dict[str, Any] = {}
-    _walk(doc, "", out)
+    try:
+        if max_depth < 1:
+            raise _TooDeep
+        _walk(doc, "", out, max_depth - 1)
+    except _TooDeep:
+        raise BadRequest(f"nesting deeper than {max_depth} levels", code="too_deep") from None
     return out
 
 
-def _walk(obj: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
+class _TooDeep(Exception):
+    """Raised deep inside the walk; `flatten` turns it into the one BadRequest."""
+
+
+def _walk(obj: dict[str, Any], prefix: str, out: dict[str, Any], room: int) -> None:
+    """`room`: how many more levels of nesting below `obj` are allowed."""
     for key, value in obj.items():
         if value is None:
             continue
@@ -49,10 +62,14 @@ def _walk(obj: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
         kind = type(value)
         if kind is dict:
             if value:
-                _walk(value, name + ".", out)
+                if not room:
+                    raise _TooDeep
+                _walk(value, name + ".", out, room - 1)
         elif kind is list:
             if not value:
                 continue
+            if not room:
+                raise _TooDeep
             # One pass decides whether the list can be kept as is: the common case is a
             # short list of strings or numbers.
             for item in value:
@@ -62,23 +79,26 @@ def _walk(obj: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
                 out[name] = value
                 continue
             gathered: dict[str, list[Any]] = {}
-            _gather_list(value, name, gathered)
+            _gather_list(value, name, gathered, room - 1)
             # Assign (not merge) so that "later path wins" holds for arrays as well.
             out.update(gathered)
         else:
             out[name] = value
 
 
-def _gather_list(values: list[Any], name: str, acc: dict[str, list[Any]]) -> None:
+def _gather_list(values: list[Any], name: str, acc: dict[str, list[Any]], room: int) -> None:
     """Spread one array into `acc`, appending every leaf value to its dotted key's list."""
     for item in values:
         if item is None:
             continue
         kind = type(item)
-        if kind is dict:
-            _gather_dict(item, name + ".", acc)
-        elif kind is list:
-            _gather_list(item, name, acc)
+        if kind is dict or kind is list:
+            if not room:
+                raise _TooDeep
+            if kind is dict:
+                _gather_dict(item, name + ".", acc, room - 1)
+            else:
+                _gather_list(item, name, acc, room - 1)
         else:
             bucket = acc.get(name)
             if bucket is None:
@@ -87,16 +107,19 @@ def _gather_list(values: list[Any], name: str, acc: dict[str, list[Any]]) -> Non
                 bucket.append(item)
 
 
-def _gather_dict(obj: dict[str, Any], prefix: str, acc: dict[str, list[Any]]) -> None:
+def _gather_dict(obj: dict[str, Any], prefix: str, acc: dict[str, list[Any]], room: int) -> None:
     for key, value in obj.items():
         if value is None:
             continue
         name = prefix + key
         kind = type(value)
-        if kind is dict:
-            _gather_dict(value, name + ".", acc)
-        elif kind is list:
-            _gather_list(value, name, acc)
+        if kind is dict or kind is list:
+            if not room:
+                raise _TooDeep
+            if kind is dict:
+                _gather_dict(value, name + ".", acc, room - 1)
+            else:
+                _gather_list(value, name, acc, room - 1)
         else:
             bucket = acc.get(name)
             if bucket is None:
@@ -156,7 +179,7 @@ def check_depth(value: Any, max_depth: int) -> None:
     if type(value) is not dict and type(value) is not list:
         return
     if max_depth < 1:
-        raise BadRequest(f"nesting deeper than {max_depth} levels")
+        raise BadRequest(f"nesting deeper than {max_depth} levels", code="too_deep")
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         container, depth = stack.pop()
@@ -165,5 +188,5 @@ def check_depth(value: Any, max_depth: int) -> None:
             kind = type(child)
             if kind is dict or kind is list:
                 if depth >= max_depth:
-                    raise BadRequest(f"nesting deeper than {max_depth} levels")
+                    raise BadRequest(f"nesting deeper than {max_depth} levels", code="too_deep")
                 stack.append((child, depth + 1))

@@ -107,9 +107,9 @@ def iter_items(
     try:
         codec_name = codecs.lookup(encoding).name
         # str.encode refuses codecs that are not text encodings (base64, rot13...).
-        "\n".encode(codec_name)
-    except LookupError:
-        raise BadRequest(f"unknown encoding {encoding!r}") from None
+        '\n,;\t"'.encode(codec_name)
+    except (LookupError, UnicodeError):
+        raise BadRequest(f"unknown or unsupported encoding {encoding!r}") from None
     sep = _delimiter(fmt, delimiter)
     if sep is not None and not headers:
         raise BadRequest(

@@ -322,8 +322,16 @@ class Schema:
 
     def _install(self, user: dict[str, Property]) -> None:
         typed = {name: (p, _CONVERTERS[p.type]) for name, p in user.items()}
+        by_type: dict[str, set[str]] = {}
+        for p in (*BUILTIN_PROPERTIES, *user.values()):
+            by_type.setdefault(p.type, set()).add(p.name)
         self._user = user
         self._typed = typed
+        self._names_by_type = {kind: frozenset(names) for kind, names in by_type.items()}
+
+    def names_of_type(self, kind: str) -> frozenset[str]:
+        """Every declared property of one type (the index treats dates and text specially)."""
+        return self._names_by_type.get(kind, frozenset())
 
     def coerce(self, flat: dict[str, Any], permissive: bool) -> dict[str, Any]:
         """Check and normalise the declared keys of one flat event.

@@ -34,10 +34,10 @@ async def write(call: Call) -> Response:
         )
     publish = params.boolean("publish", True)
     is_async = params.boolean("async", True)
-    records = call.env.enricher.records(items, call.client_ip)
+    records, shared = call.env.enricher.records(items, call.client_ip)
     if not records:
         return no_content() if is_async else json_response([])
-    future = call.env.writer.submit(records, published=publish, durable=not is_async)
+    future = call.env.writer.submit(records, shared=shared, published=publish, durable=not is_async)
     if future is None:
         return no_content()
     keys = await asyncio.shield(future)
@@ -60,7 +60,7 @@ def parse_ids(value: Any) -> list[int]:
     keys = []
     for item in value:
         try:
-            if isinstance(item, bool) or isinstance(item, float):
+            if isinstance(item, (bool, float)):
                 raise ValueError
             keys.append(int(item.strip()) if isinstance(item, str) else int(item))
         except (ValueError, TypeError, AttributeError):
@@ -92,9 +92,13 @@ async def publish(call: Call) -> Response:
         path = _import_path(import_dir, name)
         stream = path.open("rb")
     try:
-        guessed_format, guessed_compression = guess_format(name)
-        fmt = params.string("format") or guessed_format
-        compression = params.string("compression") or guessed_compression
+        fmt = params.string("format")
+        compression = params.string("compression")
+        if fmt is None:
+            fmt, guessed = guess_format(name)
+            compression = compression or guessed
+        elif compression is None and name.endswith((".gz", ".zip")):
+            compression = "gz" if name.endswith(".gz") else "zip"
         progress = await _load(call, stream, name, fmt, compression)
     finally:
         stream.close()
@@ -144,8 +148,8 @@ async def _load(
             raise
         if not batch:
             break
-        records = enricher.records(batch, call.client_ip)
-        future = call.env.writer.submit(records, published=True, durable=True)
+        records, shared = enricher.records(batch, call.client_ip)
+        future = call.env.writer.submit(records, shared=shared, published=True, durable=True)
         assert future is not None
         await asyncio.shield(future)
         progress.rows += len(records)

@@ -39,6 +39,8 @@ async def session_list(call: Call) -> Response:
 async def add_stores(call: Call) -> Response:
     """Add data and session stores from a template (the guide's addSessionStore.json)."""
     template = call.params.json("environment", required=True)
+    if isinstance(template, dict) and isinstance(template.get("environment"), dict):
+        template = template["environment"]  # the whole addSessionStore.json file
     if not isinstance(template, dict):
         raise BadRequest("environment must be a JSON object with stores and sessionStores")
     added = call.env.stores.add_from_template({"environment": template})

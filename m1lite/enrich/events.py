@@ -12,12 +12,16 @@ from typing import Any
 
 from m1lite.enrich.geo import GeoLookup
 from m1lite.errors import BadRequest, PayloadTooLarge
-from m1lite.flatten import check_depth, flatten
+from m1lite.flatten import flatten
 from m1lite.schema import Schema
 from m1lite.system import SystemProperties
 
 _GEO_PREFIX = "_m1.geo."
 _GEO_CACHE_MAX = 65_536
+# JSON allows integers of any size; the log (msgpack) and the schema's integer type hold
+# signed 64-bit. A bigger one must be refused here: in the writer it would fail the whole
+# group commit, losing other clients' events that were already acknowledged.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
 
 def received_utc(now: datetime | None = None) -> str:
@@ -56,8 +60,11 @@ class Enricher:
             self._geo_fields[ip] = fields
         return fields
 
-    def records(self, items: list[Any], client_ip: str) -> list[dict[str, Any]]:
-        """Lake records for a /write's items; any bad item fails the whole request."""
+    def records(
+        self, items: list[Any], client_ip: str
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Lake records for a /write's items, and the stamp they share (IP, receive time,
+        geo: the writer indexes those once per request). Any bad item fails the request."""
         system = self.system
         stamp = {system.property_ip: client_ip, system.property_received: received_utc()}
         stamp.update(self.geo_fields(client_ip))
@@ -70,11 +77,11 @@ class Enricher:
                     f"items[{position}] must be a JSON object, not {type(item).__name__}",
                     code="invalid_item",
                 )
-            check_depth(item, self.max_depth)
             # Client-sent _m1* values are the server's to set.
             for key in [k for k in item if k.startswith("_m1")]:
                 del item[key]
-            record = flatten(item)
+            record = flatten(item, self.max_depth)
+            _check_integers(record, position)
             if len(record) > self.max_properties:
                 raise PayloadTooLarge(
                     f"items[{position}] has {len(record)} properties; "
@@ -84,4 +91,16 @@ class Enricher:
             record.update(stamp)
             record["_m1rand"] = rand()
             records.append(self.schema.coerce(record, permissive))
-        return records
+        return records, stamp
+
+
+def _check_integers(record: dict[str, Any], position: int) -> None:
+    for name, value in record.items():
+        values = value if type(value) is list else (value,)
+        for v in values:
+            if type(v) is int and not _INT_MIN <= v <= _INT_MAX:
+                raise BadRequest(
+                    f"items[{position}].{name}: integer {v} does not fit in 64 bits "
+                    "(send it as a string or a float)",
+                    code="integer_out_of_range",
+                )

@@ -1,7 +1,7 @@
 """Opening the data directory: the one-server lock and the LMDB environment.
 
 All durable state lives in one LMDB environment (`DATA/lake`), in named databases:
-`log` (the append-only event log), `postings` and `columns` (the derived indexes),
+`log` (the append-only event log), `index` (the derived indexes),
 `meta` (users, tokens, system properties, schema, stores) and `sessions`.
 One environment means one transaction can cover the log and its indexes.
 """
@@ -19,7 +19,7 @@ from typing import IO
 import lmdb
 
 MIB = 1024 * 1024
-DB_NAMES = ("log", "postings", "columns", "meta", "sessions")
+DB_NAMES = ("log", "index", "meta", "sessions")
 
 
 class DataDirLocked(RuntimeError):
@@ -101,12 +101,19 @@ class LakeEnv:
         with self._resize.shared(), self.env.begin(write=True) as txn:
             yield txn
 
-    def grow(self) -> bool:
-        """Double the map (up to the cap); False when it cannot grow any more."""
-        current = self.map_size
-        if current >= self.max_map_bytes:
-            return False
+    def grow(self, seen: int) -> bool:
+        """Double the map (up to the cap) after a transaction begun at map size `seen`
+        ran out of room; False when it cannot grow any more.
+
+        When another thread grew the map since `seen`, that growth is the answer (the
+        caller retries), so two threads hitting the full map together double it once.
+        """
         with self._resize.exclusive():
+            current = self.map_size
+            if current > seen:
+                return True
+            if current >= self.max_map_bytes:
+                return False
             self.env.set_mapsize(min(current * 2, self.max_map_bytes))
         return True
 
@@ -122,17 +129,24 @@ class LakeEnv:
 
 
 class _SharedExclusiveLock:
-    """Many holders in shared mode, or one in exclusive mode (for map growth)."""
+    """Many holders in shared mode, or one in exclusive mode (for map growth).
+
+    A waiting exclusive holder goes first: new shared holders queue behind it, so a
+    steady stream of overlapping readers cannot starve map growth (and with it every
+    write). The price: shared mode is not re-entrant; never open a read or write
+    transaction while this thread holds one.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._shared = 0
         self._exclusive = False
+        self._exclusive_waiting = 0
 
     @contextmanager
     def shared(self) -> Iterator[None]:
         with self._cond:
-            while self._exclusive:
+            while self._exclusive or self._exclusive_waiting:
                 self._cond.wait()
             self._shared += 1
         try:
@@ -146,8 +160,12 @@ class _SharedExclusiveLock:
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         with self._cond:
-            while self._exclusive or self._shared:
-                self._cond.wait()
+            self._exclusive_waiting += 1
+            try:
+                while self._exclusive or self._shared:
+                    self._cond.wait()
+            finally:
+                self._exclusive_waiting -= 1
             self._exclusive = True
         try:
             yield

@@ -1,236 +1,506 @@
-"""Derived indexes over the event log: roaring-bitmap postings and numeric columns.
+"""Derived indexes over the event log, kept in memory and persisted with each commit.
 
-Postings: one BitMap of `_m1key`s per term. A term is (field, value) encoded as
-`field NUL tag value-bytes` (tags: `s` string, `n` number, `b` boolean, `t` text
-token), so LMDB's key order is a sorted term dictionary per field. Persisted in
-chunks of 65,536 keys (one roaring container) so a commit rewrites only the
-chunks it touched, never a whole large bitmap.
+Per field, two structures a query can pick from:
 
-Columns: one float64 value per `_m1key` for numeric and date fields (NaN when the
-event has none), for ranges, sorts and stats. Persisted in chunks of 4,096 keys.
+- string and boolean values: a dictionary (value id per distinct value) and a
+  forward column of codes, one uint32 per `_m1key` (0 = absent, else id + 1).
+  Roaring-bitmap postings (one BitMap of keys per value id) are built from the
+  codes the first time a query asks for them and then kept up to date, so a field
+  nobody queries by term costs no bitmaps, and a unique-per-event field (event.id)
+  never costs one bitmap per event.
+- numbers and dates (dates as epoch ms): a float64 column, NaN = absent.
 
-A commit is staged first (`stage`), written inside the writer's transaction
-(`persist`) and applied to memory only after the commit succeeded (`apply`), so a
-failed commit (map full) leaves memory and disk agreeing. Readers see events up
-to `visible_upto`, which moves after `apply`.
+Multi-valued fields keep their first value in the column and the rest in `extras`.
+
+Persistence, in the writer's transaction: each commit writes one segment per field
+it touched (codes or numbers for its key range, plus the dictionary values it
+added); when a 65,536-key chunk closes, its segments are merged into one record.
+Opening a store reads those records; it never replays the log.
+
+Readers must clamp to `visible_upto`: the writer adds a batch to memory before its
+commit and moves `visible_upto` only after the commit succeeded (a failed commit is
+rolled back with `rollback`).
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import struct
-from collections import defaultdict
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import lmdb
+import msgspec
 import numpy as np
 from pyroaring import BitMap
 
-POSTING_CHUNK_BITS = 16
-COLUMN_CHUNK = 4096
-MAX_TERM_KEY_BYTES = 480  # LMDB keys are at most 511 bytes, and the chunk suffix needs 4
-ALL_EVENTS = b"\x00all"  # every published event
-ARCHIVED = b"\x00archived"  # written with publish=false: in the log, not in the stores
-
-# Server fields whose values are unique per event: a posting per value would be one
-# bitmap per event, so they live only in columns (or, for _m1key, in the key itself).
-COLUMN_ONLY_FIELDS = frozenset({"_m1key", "_m1rand", "_m1.receivedUTC"})
-
+CHUNK_KEYS = 65_536
+MAX_FIELD_NAME_BYTES = 400  # LMDB keys are at most 511 bytes
+_NUM = struct.Struct(">Q")
 _TOKEN = re.compile(r"\w+", re.UNICODE)
-_U32 = struct.Struct(">I")
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+# Record kinds in the `index` database (lower case: per-commit segment; upper: merged chunk).
+CODES, NUMBERS, DICTIONARY, EXTRAS, NUMBER_EXTRAS, ARCHIVED = b"c", b"n", b"d", b"x", b"y", b"a"
+SKIPPED_FIELDS = frozenset({"_m1key"})  # the key itself; no column needed
 
 
-def _sortable_number(value: float) -> bytes:
-    """8 bytes whose byte order is the numeric order of the float."""
-    bits = struct.unpack(">Q", struct.pack(">d", float(value)))[0]
-    bits = bits ^ 0xFFFFFFFFFFFFFFFF if bits & (1 << 63) else bits | (1 << 63)
-    return bits.to_bytes(8, "big")
+def _bool_key(value: bool) -> tuple[str, bool]:
+    """Dictionary key of a boolean; distinct from 1/0 and from the strings 'true'/'false'."""
+    return ("bool", value)
 
 
-def number_from_term(encoded: bytes) -> float:
-    bits = int.from_bytes(encoded, "big")
-    bits = bits & ~(1 << 63) if bits & (1 << 63) else bits ^ 0xFFFFFFFFFFFFFFFF
-    return float(struct.unpack(">d", struct.pack(">Q", bits))[0])
+def tokens(text: str) -> list[str]:
+    """Terms of a `text` property: lower-cased word characters."""
+    return _TOKEN.findall(text.lower())
 
 
-def term_key(field_name: str, value: Any) -> bytes | None:
-    """The posting key of one scalar value, or None when it is not indexed as a term."""
-    key: bytes
-    if isinstance(value, str):
-        key = field_name.encode() + b"\x00s" + value.encode()
-    elif value is True or value is False:
-        key = field_name.encode() + (b"\x00b1" if value else b"\x00b0")
-    elif isinstance(value, int | float):
-        key = field_name.encode() + b"\x00n" + _sortable_number(value)
-    else:
-        return None
-    return key if len(key) <= MAX_TERM_KEY_BYTES else None
+class FieldIndex:
+    """Dictionary-encoded codes (and lazily, postings) of one string/boolean field."""
 
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.values: list[Any] = []  # id -> value (str or bool)
+        self.ids: dict[Any, int] = {}  # value (or _bool_key) -> id
+        self.codes = np.zeros(0, dtype=np.uint32)
+        self.extras: dict[int, list[int]] = {}  # key -> further value ids (multi-valued)
+        self.postings: list[BitMap] | None = None  # id -> keys, built on demand
+        self.persisted_values = 0  # dictionary entries already written
+        self.merged_values = 0  # dictionary entries below this are in merged records
+        self.lock = threading.Lock()  # postings: built by a reader, extended by the writer
 
-@functools.lru_cache(maxsize=64)
-def _chunk_range(chunk: int) -> BitMap:
-    """All keys of one posting chunk; ANDed with a bitmap it cuts out that chunk."""
-    keys = BitMap()
-    keys.add_range(chunk << POSTING_CHUNK_BITS, (chunk + 1) << POSTING_CHUNK_BITS)
-    return keys
+    def value_id(self, value: Any) -> int | None:
+        key = _bool_key(value) if isinstance(value, bool) else value
+        return self.ids.get(key)
 
+    def intern(self, value: Any) -> int:
+        key = _bool_key(value) if isinstance(value, bool) else value
+        found = self.ids.get(key)
+        if found is not None:
+            return found
+        new_id = len(self.values)
+        self.values.append(value)
+        self.ids[key] = new_id
+        if self.postings is not None:
+            self.postings.append(BitMap())
+        return new_id
 
-def text_terms(field_name: str, value: str) -> set[bytes]:
-    prefix = field_name.encode() + b"\x00t"
-    return {
-        prefix + token.encode()
-        for token in _TOKEN.findall(value.lower())
-        if len(prefix) + len(token) <= MAX_TERM_KEY_BYTES
-    }
+    def ensure_size(self, size: int) -> None:
+        if len(self.codes) < size:
+            grown = np.zeros(max(size, 2 * len(self.codes), 1024), dtype=np.uint32)
+            grown[: len(self.codes)] = self.codes
+            self.codes = grown
+
+    def bitmaps(self, visible_upto: int) -> list[BitMap]:
+        """Postings per value id; built from the codes on first use."""
+        with self.lock:
+            if self.postings is None:
+                self.postings = self._build_postings(visible_upto)
+            return self.postings
+
+    def _build_postings(self, upto: int) -> list[BitMap]:
+        codes = self.codes[:upto]
+        order = np.argsort(codes, kind="stable")  # stable: keys stay ascending per value
+        bounds = np.searchsorted(codes[order], np.arange(1, len(self.values) + 2))
+        postings = [BitMap(order[bounds[i] : bounds[i + 1]]) for i in range(len(self.values))]
+        for key, more in self.extras.items():
+            for value_id in more:
+                postings[value_id].add(key)
+        return postings
 
 
 @dataclass
-class StagedBatch:
-    """What one commit adds to the indexes, before it is applied to memory."""
+class _Batch:
+    """One commit's additions, grouped per field."""
 
-    postings: dict[bytes, list[int]] = field(default_factory=lambda: defaultdict(list))
-    columns: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
+    first_key: int
     last_key: int = -1
+    strings: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
+    numbers: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+    string_extras: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    number_extras: dict[str, dict[int, list[float]]] = field(default_factory=dict)
+    archived: list[int] = field(default_factory=list)
+    dictionary_marks: dict[str, int] = field(default_factory=dict)
 
 
 class Index:
     def __init__(self) -> None:
-        self.postings: dict[bytes, BitMap] = {}
-        self.columns: dict[str, np.ndarray] = {}
-        self.visible_upto = 0  # keys below this are committed and applied
+        self.fields: dict[str, FieldIndex] = {}
+        self.numbers: dict[str, np.ndarray] = {}
+        self.number_extras: dict[str, dict[int, list[float]]] = {}
+        self.archived = BitMap()  # written with publish=false: in the log, not in the stores
+        self.visible_upto = 0  # keys below this are committed
+        self._pending: _Batch | None = None
 
-    # -- building -------------------------------------------------------------
+    # -- reading ------------------------------------------------------------------
 
-    def stage(
+    def published(self) -> BitMap:
+        """Every visible published event."""
+        keys = BitMap()
+        keys.add_range(0, self.visible_upto)
+        return keys - self.archived
+
+    def term_keys(self, field_name: str, value: Any) -> BitMap:
+        """Keys of visible events whose field holds value (string or boolean)."""
+        index = self.fields.get(field_name)
+        value_id = None if index is None else index.value_id(value)
+        if index is None or value_id is None:
+            return BitMap()
+        upto = self.visible_upto
+        keys = index.bitmaps(upto)[value_id]
+        if keys and keys.max() >= upto:
+            keys = keys.copy()
+            keys.remove_range(upto, 1 << 32)
+        return keys
+
+    # -- the writer's side ----------------------------------------------------------
+
+    def add(
         self,
         first_key: int,
-        records: Iterable[Mapping[str, Any]],
+        parts: Iterable[tuple[list[dict[str, Any]], Mapping[str, Any], bool]],
         *,
-        published: bool,
-        field_kind: Callable[[str], str | None],
+        date_fields: frozenset[str],
+        text_fields: frozenset[str],
         date_ms: Callable[[Any], int | None],
-    ) -> StagedBatch:
-        staged = StagedBatch()
-        postings = staged.postings
-        columns = staged.columns
-        key = first_key
-        membership = postings[ALL_EVENTS if published else ARCHIVED]
-        for record in records:
-            membership.append(key)
-            if published:
-                for name, value in record.items():
-                    kind = field_kind(name)
-                    if kind == "date" or name == "_m1.receivedUTC":
-                        ms = date_ms(value)
-                        if ms is not None:
-                            columns[name].append((key, float(ms)))
-                        continue
-                    if name in COLUMN_ONLY_FIELDS:
-                        columns[name].append((key, float(value)))
-                        continue
-                    values = value if isinstance(value, list) else (value,)
-                    for v in values:
-                        if kind == "text" and isinstance(v, str):
-                            for term in text_terms(name, v):
-                                postings[term].append(key)
-                            continue
-                        if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool)):
-                            if not isinstance(value, list):
-                                columns[name].append((key, float(v)))
-                            if isinstance(v, float) and not v.is_integer():
-                                continue  # doubles: column only, terms would be unique
-                        term = term_key(name, v)
-                        if term is not None:
-                            postings[term].append(key)
-            key += 1
-        staged.last_key = key - 1
-        return staged
-
-    def persist(
-        self, txn: lmdb.Transaction, postings_db: Any, columns_db: Any, staged: StagedBatch
     ) -> None:
-        """Write every chunk the batch touched: old chunk contents plus the new keys."""
-        for term, keys in staged.postings.items():
-            existing = self.postings.get(term)
-            by_chunk: dict[int, list[int]] = defaultdict(list)
-            for k in keys:
-                by_chunk[k >> POSTING_CHUNK_BITS].append(k)
-            for chunk, chunk_keys in by_chunk.items():
-                bitmap = BitMap(chunk_keys)
-                if existing is not None:
-                    bitmap |= existing & _chunk_range(chunk)
-                txn.put(term + _U32.pack(chunk), bitmap.serialize(), db=postings_db)
-        for name, pairs in staged.columns.items():
-            current = self.columns.get(name)
-            by_chunk_values: dict[int, list[tuple[int, float]]] = defaultdict(list)
-            for k, v in pairs:
-                by_chunk_values[k // COLUMN_CHUNK].append((k, v))
-            for chunk, chunk_pairs in by_chunk_values.items():
-                lo = chunk * COLUMN_CHUNK
-                hi = max(k for k, _ in chunk_pairs) + 1
-                values = np.full(hi - lo, np.nan)
-                if current is not None and len(current) > lo:
-                    old = current[lo : min(hi, len(current))]
-                    values[: len(old)] = old
-                for k, v in chunk_pairs:
-                    values[k - lo] = v
-                txn.put(name.encode() + b"\x00" + _U32.pack(chunk), values.tobytes(), db=columns_db)
+        """Add one commit's (records, shared, published) parts to memory, not yet visible;
+        `persist`, then `commit` or `rollback` follow. `shared` names fields every record
+        of the part holds with the same value: they are indexed once, by key range."""
+        batch = self._pending = _Batch(first_key)
+        strings = batch.strings
+        numbers = batch.numbers
+        fields = self.fields
+        key = first_key
+        for records, shared, published in parts:
+            if not published:
+                batch.archived.extend(range(key, key + len(records)))
+                key += len(records)
+                continue
+            if shared:
+                self._add_shared(batch, key, key + len(records), shared, date_fields, date_ms)
+            for record in records:
+                for name, value in record.items():
+                    if name in shared:
+                        continue
+                    kind = type(value)
+                    if kind is str:
+                        if name in date_fields:
+                            ms = date_ms(value)
+                            if ms is not None:
+                                slot = numbers.get(name) or numbers.setdefault(name, ([], []))
+                                slot[0].append(key)
+                                slot[1].append(float(ms))
+                            continue
+                        if name in text_fields:
+                            self._add_multi(batch, name, key, tokens(value))
+                            continue
+                        index = fields.get(name) or self._new_field(name)
+                        if index is None:
+                            continue
+                        value_id = index.ids.get(value)
+                        if value_id is None:
+                            value_id = self._intern(batch, index, value)
+                        pair = strings.get(name) or strings.setdefault(name, ([], []))
+                        pair[0].append(key)
+                        pair[1].append(value_id)
+                    elif kind is float or kind is int:
+                        if name in SKIPPED_FIELDS:
+                            continue
+                        if name in date_fields:
+                            ms = date_ms(value)
+                            if ms is None:
+                                continue
+                            value = ms
+                        slot = numbers.get(name) or numbers.setdefault(name, ([], []))
+                        slot[0].append(key)
+                        slot[1].append(float(value))
+                    elif kind is bool:
+                        self._add_multi(batch, name, key, [value])
+                    elif kind is list:
+                        values = value
+                        if name in text_fields:
+                            values = [t for v in value if isinstance(v, str) for t in tokens(v)]
+                        self._add_multi(batch, name, key, values)
+                key += 1
+        batch.last_key = key - 1
+        self._apply_to_memory(batch)
 
-    def apply(self, staged: StagedBatch) -> None:
-        """Make a committed batch part of the in-memory indexes, then visible."""
-        for term, keys in staged.postings.items():
-            bitmap = self.postings.get(term)
-            if bitmap is None:
-                self.postings[term] = BitMap(keys)
-            else:
-                bitmap.update(keys)
-        for name, pairs in staged.columns.items():
-            column = self._column_for(name, pairs[-1][0] + 1)
-            positions = np.fromiter((k for k, _ in pairs), dtype=np.int64, count=len(pairs))
-            column[positions] = np.fromiter(
-                (v for _, v in pairs), dtype=np.float64, count=len(pairs)
-            )
-        if staged.last_key >= self.visible_upto:
-            self.visible_upto = staged.last_key + 1
+    def _add_shared(
+        self,
+        batch: _Batch,
+        start: int,
+        stop: int,
+        shared: Mapping[str, Any],
+        date_fields: frozenset[str],
+        date_ms: Callable[[Any], int | None],
+    ) -> None:
+        keys = range(start, stop)
+        for name, value in shared.items():
+            if isinstance(value, str) and name in date_fields:
+                ms = date_ms(value)
+                if ms is None:
+                    continue
+                value = float(ms)
+            if isinstance(value, str | bool):
+                index = self.fields.get(name) or self._new_field(name)
+                if index is None:
+                    continue
+                value_id = index.value_id(value)
+                if value_id is None:
+                    value_id = self._intern(batch, index, value)
+                pair = batch.strings.setdefault(name, ([], []))
+                pair[0].extend(keys)
+                pair[1].extend([value_id] * len(keys))
+            elif isinstance(value, int | float):
+                slot = batch.numbers.setdefault(name, ([], []))
+                slot[0].extend(keys)
+                slot[1].extend([float(value)] * len(keys))
 
-    def _column_for(self, name: str, size: int) -> np.ndarray:
-        column = self.columns.get(name)
+    def _new_field(self, name: str) -> FieldIndex | None:
+        if "\x00" in name or len(name.encode()) > MAX_FIELD_NAME_BYTES:
+            return None  # kept in the log, not indexable as a field name
+        index = self.fields[name] = FieldIndex(name)
+        return index
+
+    def _intern(self, batch: _Batch, index: FieldIndex, value: Any) -> int:
+        batch.dictionary_marks.setdefault(index.name, len(index.values))
+        return index.intern(value)
+
+    def _add_multi(self, batch: _Batch, name: str, key: int, values: list[Any]) -> None:
+        """Slow path: booleans and arrays. First value in the column, the rest in extras."""
+        first_string = True
+        first_number = True
+        for value in values:
+            if isinstance(value, str | bool):
+                index = self.fields.get(name) or self._new_field(name)
+                if index is None:
+                    return
+                value_id = index.ids.get(_bool_key(value) if isinstance(value, bool) else value)
+                if value_id is None:
+                    value_id = self._intern(batch, index, value)
+                if first_string:
+                    pair = batch.strings.setdefault(name, ([], []))
+                    pair[0].append(key)
+                    pair[1].append(value_id)
+                    first_string = False
+                else:
+                    batch.string_extras.setdefault(name, {}).setdefault(key, []).append(value_id)
+            elif isinstance(value, int | float):
+                if first_number:
+                    slot = batch.numbers.setdefault(name, ([], []))
+                    slot[0].append(key)
+                    slot[1].append(float(value))
+                    first_number = False
+                else:
+                    batch.number_extras.setdefault(name, {}).setdefault(key, []).append(
+                        float(value)
+                    )
+
+    def _apply_to_memory(self, batch: _Batch) -> None:
+        size = batch.last_key + 1
+        for name, (keys, ids) in batch.strings.items():
+            index = self.fields[name]
+            index.ensure_size(size)
+            index.codes[np.array(keys, dtype=np.int64)] = np.array(ids, dtype=np.uint32) + 1
+            with index.lock:
+                if index.postings is not None:
+                    for key, value_id in zip(keys, ids, strict=True):
+                        index.postings[value_id].add(key)
+        for name, extras in batch.string_extras.items():
+            index = self.fields[name]
+            index.extras.update(extras)
+            with index.lock:
+                if index.postings is not None:
+                    for key, more in extras.items():
+                        for value_id in more:
+                            index.postings[value_id].add(key)
+        for name, (keys, values) in batch.numbers.items():
+            column = self._number_column(name, size)
+            column[np.array(keys, dtype=np.int64)] = np.array(values)
+        for name, number_extras in batch.number_extras.items():
+            self.number_extras.setdefault(name, {}).update(number_extras)
+        self.archived.update(batch.archived)
+
+    def _number_column(self, name: str, size: int) -> np.ndarray:
+        column = self.numbers.get(name)
         if column is None or len(column) < size:
-            grown = np.full(max(size, 2 * (0 if column is None else len(column)), 1024), np.nan)
+            old = 0 if column is None else len(column)
+            grown = np.full(max(size, 2 * old, 1024), np.nan)
             if column is not None:
-                grown[: len(column)] = column
-            self.columns[name] = column = grown
+                grown[:old] = column
+            self.numbers[name] = column = grown
         return column
 
-    # -- loading --------------------------------------------------------------
+    def persist(self, txn: lmdb.Transaction, db: Any) -> None:
+        """Write the pending batch's segments (and merged chunks it closed)."""
+        batch = self._pending
+        if batch is None or batch.last_key < batch.first_key:
+            return
+        first, last = batch.first_key, batch.last_key
+        start = _NUM.pack(first)
+        for name in batch.strings:
+            index = self.fields[name]
+            prefix = name.encode() + b"\x00"
+            txn.put(CODES + prefix + start, index.codes[first : last + 1].tobytes(), db=db)
+            if index.persisted_values < len(index.values):
+                new_values = index.values[index.persisted_values :]
+                txn.put(
+                    DICTIONARY + prefix + _NUM.pack(index.persisted_values),
+                    _encode(new_values),
+                    db=db,
+                )
+        for name, extras in batch.string_extras.items():
+            txn.put(EXTRAS + name.encode() + b"\x00" + start, _encode(extras), db=db)
+        for name, number_extras in batch.number_extras.items():
+            txn.put(NUMBER_EXTRAS + name.encode() + b"\x00" + start, _encode(number_extras), db=db)
+        for name in batch.numbers:
+            column = self.numbers[name]
+            txn.put(
+                NUMBERS + name.encode() + b"\x00" + start,
+                column[first : last + 1].tobytes(),
+                db=db,
+            )
+        if batch.archived:
+            txn.put(ARCHIVED + start, BitMap(batch.archived).serialize(), db=db)
+        if (last + 1) // CHUNK_KEYS > first // CHUNK_KEYS:
+            for chunk in range(first // CHUNK_KEYS, (last + 1) // CHUNK_KEYS):
+                self._merge_chunk(txn, db, chunk)
 
-    def load(self, txn: lmdb.Transaction, postings_db: Any, columns_db: Any, next_key: int) -> None:
-        """Read the persisted indexes (no log replay)."""
-        chunks: dict[bytes, list[BitMap]] = defaultdict(list)
-        for raw_key, raw_value in txn.cursor(db=postings_db):
-            chunks[bytes(raw_key[:-4])].append(BitMap.deserialize(bytes(raw_value)))
-        self.postings = {term: BitMap.union(*parts) for term, parts in chunks.items()}
-        columns: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
-        for raw_key, raw_value in txn.cursor(db=columns_db):
+    def _merge_chunk(self, txn: lmdb.Transaction, db: Any, chunk: int) -> None:
+        """Replace a closed chunk's per-commit segments by one record per field."""
+        lo, hi = chunk * CHUNK_KEYS, (chunk + 1) * CHUNK_KEYS
+        for kind, names, itemsize in (
+            (CODES, list(self.fields), 4),
+            (NUMBERS, list(self.numbers), 8),
+        ):
+            for name in names:
+                prefix = kind + name.encode() + b"\x00"
+                cursor = txn.cursor(db=db)
+                segments = []
+                found = cursor.set_range(prefix + _NUM.pack(lo))
+                while found:
+                    raw_key = bytes(cursor.key())
+                    if not raw_key.startswith(prefix):
+                        break
+                    seg_start = _NUM.unpack(raw_key[len(prefix) :])[0]
+                    seg_end = seg_start + len(cursor.value()) // itemsize
+                    if seg_start >= hi or seg_end > hi:
+                        break
+                    segments.append(raw_key)
+                    found = cursor.next()
+                if len(segments) <= 1:
+                    continue
+                merged_start = _NUM.unpack(segments[0][len(prefix) :])[0]
+                source = self.fields[name].codes if kind == CODES else self.numbers[name]
+                for raw_key in segments:
+                    txn.delete(raw_key, db=db)
+                txn.put(prefix + _NUM.pack(merged_start), source[merged_start:hi].tobytes(), db=db)
+        for index in self.fields.values():
+            self._merge_dictionary(txn, db, index)
+
+    def _merge_dictionary(self, txn: lmdb.Transaction, db: Any, index: FieldIndex) -> None:
+        """One record for the dictionary values added since the last merge."""
+        prefix = DICTIONARY + index.name.encode() + b"\x00"
+        cursor = txn.cursor(db=db)
+        found = cursor.set_range(prefix + _NUM.pack(index.merged_values))
+        segments = []
+        while found:
+            raw_key = bytes(cursor.key())
+            if not raw_key.startswith(prefix):
+                break
+            segments.append(raw_key)
+            found = cursor.next()
+        if len(segments) > 1:
+            first_id = _NUM.unpack(segments[0][len(prefix) :])[0]
+            for raw_key in segments:
+                txn.delete(raw_key, db=db)
+            txn.put(segments[0], _encode(index.values[first_id:]), db=db)
+        index.merged_values = len(index.values)
+
+    def commit(self) -> None:
+        """The pending batch is durable: make it visible."""
+        batch = self._pending
+        if batch is None:
+            return
+        for name in batch.strings:
+            index = self.fields[name]
+            index.persisted_values = len(index.values)
+        self.visible_upto = max(self.visible_upto, batch.last_key + 1)
+        self._pending = None
+
+    def rollback(self) -> None:
+        """The pending batch's commit failed: forget it (it will be retried)."""
+        batch = self._pending
+        if batch is None:
+            return
+        first = batch.first_key
+        for name, mark in batch.dictionary_marks.items():
+            index = self.fields[name]
+            for value in index.values[mark:]:
+                index.ids.pop(_bool_key(value) if isinstance(value, bool) else value, None)
+            del index.values[mark:]
+            with index.lock:
+                index.postings = None  # rebuilt from the codes on next use
+        for name in batch.strings:
+            index = self.fields[name]
+            index.codes[first:] = 0
+            for key in [k for k in index.extras if k >= first]:
+                del index.extras[key]
+            with index.lock:
+                if index.postings is not None:
+                    for keys in index.postings:
+                        keys.remove_range(first, 1 << 32)
+        for name in batch.numbers:
+            self.numbers[name][first:] = np.nan
+        for extras in self.number_extras.values():
+            for key in [k for k in extras if k >= first]:
+                del extras[key]
+        self.archived.remove_range(first, 1 << 32)
+        self._pending = None
+
+    # -- opening ------------------------------------------------------------------------
+
+    def load(self, txn: lmdb.Transaction, db: Any, next_key: int) -> None:
+        """Read the persisted indexes for keys below next_key."""
+        dictionaries: dict[str, list[tuple[int, list[Any]]]] = {}
+        for raw_key, raw_value in txn.cursor(db=db):
             raw_key = bytes(raw_key)
-            name = raw_key[:-5].decode()
-            columns[name].append((_U32.unpack(raw_key[-4:])[0], bytes(raw_value)))
-        self.columns = {}
-        for name, parts in columns.items():
-            column = self._column_for(name, max(next_key, 1))
-            for chunk, raw in parts:
-                values = np.frombuffer(raw, dtype=np.float64)
-                lo = chunk * COLUMN_CHUNK
-                column[lo : lo + len(values)] = values
+            kind = raw_key[:1]
+            if kind == ARCHIVED:
+                self.archived |= BitMap.deserialize(bytes(raw_value))
+                continue
+            name = raw_key[1:-9].decode()
+            number = _NUM.unpack(raw_key[-8:])[0]
+            if kind == CODES:
+                index = self.fields.get(name) or self.fields.setdefault(name, FieldIndex(name))
+                index.ensure_size(next_key)
+                codes = np.frombuffer(raw_value, dtype=np.uint32)
+                index.codes[number : number + len(codes)] = codes
+            elif kind == NUMBERS:
+                column = self._number_column(name, next_key)
+                values = np.frombuffer(raw_value, dtype=np.float64)
+                column[number : number + len(values)] = values
+            elif kind == DICTIONARY:
+                dictionaries.setdefault(name, []).append((number, _decode(raw_value)))
+            elif kind == EXTRAS:
+                index = self.fields.get(name) or self.fields.setdefault(name, FieldIndex(name))
+                for key, more in _decode(raw_value).items():
+                    index.extras[int(key)] = more
+            elif kind == NUMBER_EXTRAS:
+                extras = self.number_extras.setdefault(name, {})
+                for key, more in _decode(raw_value).items():
+                    extras[int(key)] = more
+        for name, parts in dictionaries.items():
+            index = self.fields.get(name) or self.fields.setdefault(name, FieldIndex(name))
+            for first_id, added in sorted(parts, key=lambda part: part[0]):
+                del index.values[first_id:]
+                index.values.extend(added)
+            index.ids = {
+                (_bool_key(v) if isinstance(v, bool) else v): i for i, v in enumerate(index.values)
+            }
+            index.persisted_values = len(index.values)
+            index.merged_values = max(first for first, _ in parts)
         self.visible_upto = next_key
-
-    # -- reading --------------------------------------------------------------
-
-    def bitmap(self, term: bytes) -> BitMap:
-        return self.postings.get(term) or BitMap()
-
-    def all_events(self) -> BitMap:
-        return self.bitmap(ALL_EVENTS)

@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import lmdb
 import msgspec
 
+from m1lite.errors import StorageFull
 from m1lite.storage.env import LakeEnv
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -28,11 +30,20 @@ class MetaStore:
         self.put_many({key: value})
 
     def put_many(self, values: dict[str, Any], deletes: tuple[str, ...] = ()) -> None:
-        with self._lake.write() as txn:
-            for key, value in values.items():
-                txn.put(key.encode(), _encode(value), db=self._db)
-            for key in deletes:
-                txn.delete(key.encode(), db=self._db)
+        # A full map grows here as in the writer; past the cap the caller gets a 507
+        # (not a 500), and nothing of this change was stored.
+        while True:
+            seen = self._lake.map_size
+            try:
+                with self._lake.write() as txn:
+                    for key, value in values.items():
+                        txn.put(key.encode(), _encode(value), db=self._db)
+                    for key in deletes:
+                        txn.delete(key.encode(), db=self._db)
+                return
+            except lmdb.MapFullError:
+                if not self._lake.grow(seen):
+                    raise StorageFull("storage is full: nothing was stored") from None
 
     def delete(self, key: str) -> None:
         self.put_many({}, deletes=(key,))

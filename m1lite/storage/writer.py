@@ -40,6 +40,7 @@ _encode = msgspec.msgpack.Encoder().encode
 @dataclass(slots=True)
 class _Submission:
     records: list[dict[str, Any]]
+    shared: dict[str, Any]  # fields every record of the submission holds with one value
     published: bool
     future: asyncio.Future[list[int]] | None
     loop: asyncio.AbstractEventLoop | None
@@ -52,14 +53,14 @@ class Writer:
         index: Index,
         *,
         next_key: int,
-        field_kind: Callable[[str], str | None],
+        field_kinds: Callable[[], tuple[frozenset[str], frozenset[str]]],
         date_ms: Callable[[Any], int | None],
         group_commit_s: float = 0.05,
         max_queue_events: int = 200_000,
     ) -> None:
         self._lake = lake
         self._index = index
-        self._field_kind = field_kind
+        self._field_kinds = field_kinds
         self._date_ms = date_ms
         self.group_commit_s = group_commit_s
         self.max_queue_events = max_queue_events
@@ -77,22 +78,30 @@ class Writer:
     # -- the request side ----------------------------------------------------
 
     def submit(
-        self, records: list[dict[str, Any]], *, published: bool = True, durable: bool = False
+        self,
+        records: list[dict[str, Any]],
+        *,
+        shared: dict[str, Any] | None = None,
+        published: bool = True,
+        durable: bool = False,
     ) -> asyncio.Future[list[int]] | None:
         """Queue records; with durable=True, return a future of their `_m1key`s."""
-        if self.storage_full:
-            raise StorageFull("storage is full: the event log cannot grow; nothing was stored")
-        if not self._running:
-            raise Unavailable("the server is shutting down; nothing was stored")
-        if self._queued_events + len(records) > self.max_queue_events:
-            raise Unavailable("the write queue is full; retry shortly", code="queue_full")
         future: asyncio.Future[list[int]] | None = None
         loop = None
         if durable:
             loop = asyncio.get_running_loop()
             future = loop.create_future()
         with self._cond:
-            self._queue.append(_Submission(records, published, future, loop))
+            # Checked under the lock: `stop` flips `_running` under it too, so a
+            # submission either lands before the final drain or is refused; never
+            # queued after the writer thread has exited (a lost 204, a hung future).
+            if self.storage_full:
+                raise StorageFull("storage is full: the event log cannot grow; nothing was stored")
+            if not self._running:
+                raise Unavailable("the server is shutting down; nothing was stored")
+            if self._queued_events + len(records) > self.max_queue_events:
+                raise Unavailable("the write queue is full; retry shortly", code="queue_full")
+            self._queue.append(_Submission(records, shared or {}, published, future, loop))
             self._queued_events += len(records)
             if durable:
                 self._durable_waiting += 1
@@ -159,12 +168,13 @@ class Writer:
 
     def _commit_with_growth(self, batch: list[_Submission]) -> None:
         while True:
+            seen = self._lake.map_size
             try:
                 self._commit(batch)
                 self.storage_full = False
                 return
             except lmdb.MapFullError:
-                if self._lake.grow():
+                if self._lake.grow(seen):
                     log.info("LMDB map grown to %d MiB", self._lake.map_size >> 20)
                     continue
                 self.storage_full = True
@@ -181,28 +191,27 @@ class Writer:
         lake = self._lake
         log_db = lake.dbs["log"]
         key = first_key = self.next_key
-        staged = []
-        with lake.write() as txn:
-            for submission in batch:
-                start = key
-                for record in submission.records:
-                    record["_m1key"] = key
-                    txn.put(KEY.pack(key), _encode(record), db=log_db, append=True)
-                    key += 1
-                staged.append(
-                    self._index.stage(
-                        start,
-                        submission.records,
-                        published=submission.published,
-                        field_kind=self._field_kind,
-                        date_ms=self._date_ms,
-                    )
+        date_fields, text_fields = self._field_kinds()
+        try:
+            with lake.write() as txn:
+                for submission in batch:
+                    for record in submission.records:
+                        record["_m1key"] = key
+                        txn.put(KEY.pack(key), _encode(record), db=log_db, append=True)
+                        key += 1
+                self._index.add(
+                    first_key,
+                    [(s.records, s.shared, s.published) for s in batch],
+                    date_fields=date_fields,
+                    text_fields=text_fields,
+                    date_ms=self._date_ms,
                 )
-            for part in staged:
-                self._index.persist(txn, lake.dbs["postings"], lake.dbs["columns"], part)
-        # committed (the context manager commits on a clean exit): now memory, then acks
-        for part in staged:
-            self._index.apply(part)
+                self._index.persist(txn, lake.dbs["index"])
+        except BaseException:
+            self._index.rollback()
+            raise
+        # Committed (the context manager commits on a clean exit): visible, then acked.
+        self._index.commit()
         self.next_key = key
         self.commits += 1
         self.committed_events += key - first_key
@@ -219,22 +228,40 @@ class Writer:
         already acknowledged as queued stay queued and are retried."""
         held = []
         for submission in batch:
-            if submission.future is not None and submission.loop is not None:
-                error = StorageFull("storage is full: nothing of this request was stored")
-                submission.loop.call_soon_threadsafe(_reject, submission.future, error)
+            if submission.future is not None:
+                _settle(
+                    submission, StorageFull("storage is full: nothing of this request was stored")
+                )
             else:
                 held.append(submission)
         with self._cond:
             self._queue.extendleft(reversed(held))
             self._queued_events += sum(len(s.records) for s in held)
         if held:
-            time.sleep(1.0)  # retry later; space may have been freed
+            # Retry later (space may have been freed); `stop` wakes this at once.
+            with self._cond:
+                self._cond.wait_for(lambda: not self._running, timeout=1.0)
 
     def _fail(self, batch: list[_Submission], exc: Exception) -> None:
         for submission in batch:
-            if submission.future is not None and submission.loop is not None:
-                error = Unavailable(f"the write could not be committed: {exc}")
-                submission.loop.call_soon_threadsafe(_reject, submission.future, error)
+            _settle(submission, Unavailable(f"the write could not be committed: {exc}"))
+
+
+def _settle(submission: _Submission, outcome: list[int] | Exception) -> None:
+    """Hand a durable waiter its keys or its error, on its own event loop.
+
+    The loop may be closed already (its request gone, the server stopping); that
+    must not raise here, in the writer thread, or the thread dies with events queued.
+    """
+    if submission.future is None or submission.loop is None:
+        return
+    try:
+        if isinstance(outcome, Exception):
+            submission.loop.call_soon_threadsafe(_reject, submission.future, outcome)
+        else:
+            submission.loop.call_soon_threadsafe(_resolve, submission.future, outcome)
+    except RuntimeError:
+        log.warning("a durable writer's event loop closed before its answer")
 
 
 def _resolve(future: asyncio.Future[list[int]], keys: list[int]) -> None:
