@@ -16,8 +16,9 @@ Server CPU comes from /proc for the server process, so CPU µs per request holds
 wrk shares the cores. After each m1lite run the bench waits for the writer to drain and
 checks /health's event count against what wrk sent and what was acknowledged.
 
-`--profile DIR` instead samples m1lite with py-spy under loads b, c and d and prints the
-top functions by self and cumulative time.
+`--profile DIR` instead samples the servers with py-spy under the closed-loop loads asked
+for (`--only abcde`; `--profile-gil` to sample only the thread holding the GIL) and prints
+the threads' CPU and the top functions by self and cumulative time.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ ADMIN_PASSWORD = "bench-admin-password"
 TARGET_RATIO = 0.70
 TARGET_BATCH_EVENTS_S = 100_000
 TARGET_SYNC_P99_MS = 50.0
+OTHER_LOAD_WARNING = 0.3  # cores used by other processes that make a run suspect
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,9 @@ def run_scenario(ctx: Context, scenario: Scenario, rep: int) -> dict[str, Any]:
         "server_system_share": meter.server_sys_s / max(1e-9, meter.server_cpu_s),
         "wrk_cores": meter.client_cpu_s / meter.elapsed_s,
         "machine_busy_cores": meter.machine_busy_cores,
+        # what else ran on the machine meanwhile (other processes, softirq): noise
+        "other_cores": meter.machine_busy_cores
+        - (meter.server_cpu_s + meter.client_cpu_s) / meter.elapsed_s,
         "latency_ms": result.latency_ms,
         "non_2xx": result.non_2xx + warm.non_2xx,
         "socket_errors": {k: result.errors[k] + warm.errors[k] for k in result.errors},
@@ -298,6 +303,8 @@ def run_fixed_rate(
         "server_cpu_us_per_request": 1e6 * meter.server_cpu_s / max(1, result.completed),
         "server_cores": meter.server_cpu_s / meter.elapsed_s,
         "client_cores": meter.self_cpu_s / meter.elapsed_s,
+        "other_cores": meter.machine_busy_cores
+        - (meter.server_cpu_s + meter.self_cpu_s) / meter.elapsed_s,
         "server_system_share": meter.server_sys_s / max(1e-9, meter.server_cpu_s),
         "machine_busy_cores": meter.machine_busy_cores,
         "latency_ms": latency,
@@ -361,6 +368,7 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
             "p50_ms": common.median_range([r["latency_ms"]["p50"] for r in group]),
             "p99_ms": common.median_range([r["latency_ms"]["p99"] for r in group]),
             "max_ms": common.median_range([r["latency_ms"]["max"] for r in group]),
+            "other_cores": common.median_range([r["other_cores"] for r in group]),
         }
     reps = sorted({r["rep"] for r in runs})
     for rep in reps:
@@ -404,7 +412,7 @@ def print_run(run: dict[str, Any]) -> None:
     print(
         f"  [{run['scenario']}] rep {run['rep']} {run['title']}: {run['rps']:,.0f} req/s{extra}, "
         f"{run['events_per_s']:,.0f} events/s, {run['server_cpu_us_per_request']:,.0f} µs CPU/req, "
-        f"server {run['server_cores']:.2f} cores, machine {run['machine_busy_cores']:.2f}, "
+        f"server {run['server_cores']:.2f} cores, other load {run['other_cores']:.2f}, "
         f"p50/p99/max {lat['p50']:.1f}/{lat['p99']:.1f}/{lat['max']:.1f} ms, "
         f"non-2xx {run['non_2xx']}, RSS {run['server_rss_mb']:.0f} MB{check}",
         flush=True,
@@ -415,7 +423,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\nsummary: median (min–max) over reps")
     print(
         f"  {'':3} {'scenario':48} {'req/s':>26} {'events/s':>30} {'CPU µs/req':>20} "
-        f"{'p50 ms':>8} {'p99 ms':>8}"
+        f"{'p50 ms':>8} {'p99 ms':>8} {'other':>6}"
     )
     for key in ORDER:
         if key not in summary["scenarios"]:
@@ -424,7 +432,13 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(
             f"  {key:3} {s['title']:48} {rng(s['rps']):>26} {rng(s['events_per_s']):>30} "
             f"{rng(s['server_cpu_us_per_request']):>20} {s['p50_ms'][0]:>8.1f} "
-            f"{s['p99_ms'][0]:>8.1f}"
+            f"{s['p99_ms'][0]:>8.1f} {s['other_cores'][0]:>6.2f}"
+        )
+    busiest = max(s["other_cores"][2] for s in summary["scenarios"].values())
+    if busiest > OTHER_LOAD_WARNING:
+        print(
+            f"\n  WARNING: other processes used up to {busiest:.2f} cores during the runs "
+            "('other'): throughput and latency suffer; CPU µs/req holds better"
         )
     if summary["ratios_b_over_a"]:
         ratios = ", ".join(f"{r:.3f}" for r in summary["ratios_b_over_a"])
@@ -462,17 +476,18 @@ def failures(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def profile(ctx: Context, out_dir: Path) -> dict[str, Any]:
-    """py-spy under loads b, c and d; raw collapsed stacks plus a summary per load."""
+    """py-spy under each closed-loop load asked for (a-e); raw collapsed stacks plus a
+    summary per load. Profiling the bare app too shows what the shared HTTP stack costs."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         raise SystemExit("py-spy not found: .venv/bin/pip install py-spy")
     out_dir.mkdir(parents=True, exist_ok=True)
-    server = ctx.servers["m1lite"]
     profiles = {}
-    for key in [k for k in ctx.args.only if k in "bcd"]:
+    for key in [k for k in ctx.args.only if k != "f"]:
         scenario = SCENARIOS[key]
+        server = ctx.servers[scenario.server]
         bodies = bodies_for(ctx, scenario)
-        url = server.base_url + "/write"
+        url = server.base_url + ("/e" if scenario.server == "bare" else "/write")
         common.run_wrk(url, bodies, headers_for(ctx), ctx.workdir, duration_s=ctx.args.warmup)
         raw = out_dir / f"prof-{key}.txt"
         # --nonblocking: do not pause the server to sample it, so the load runs as measured.
@@ -488,6 +503,7 @@ def profile(ctx: Context, out_dir: Path) -> dict[str, Any]:
                 "raw",
                 "--threads",
                 "--nonblocking",
+                "--full-filenames",
                 *(["--gil"] if ctx.args.profile_gil else []),
                 "-o",
                 str(raw),
@@ -534,7 +550,7 @@ def profile(ctx: Context, out_dir: Path) -> dict[str, Any]:
                 f"    {row['percent']:5.1f}% of samples, {row['cpu_cores']:.2f} cores  "
                 f"{row['function']}"
             )
-        for part in ("self", "cumulative"):
+        for part in ("self", "cumulative", "cumulative_m1lite"):
             print(f"  {part}:")
             for row in summary[part]:
                 print(f"    {row['percent']:5.1f}%  {row['function']}")
@@ -554,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header(args, machine, versions), flush=True)
     need = {SCENARIOS[k].server for k in args.only}
     if args.profile:
-        need = {"m1lite"}
+        need = {SCENARIOS[k].server for k in args.only if k != "f"}
     with tempfile.TemporaryDirectory(prefix="m1lite-bench-") as tmp:
         workdir = Path(tmp)
         servers = start_servers(workdir, need)

@@ -696,10 +696,14 @@ _DRIVERS = frozenset(
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<where>[^()]*)\)$")
 
 
+_LIBRARY_PATH = re.compile(r"^.*/site-packages/|^.*?/lib/python3\.\d+/")
+
+
 def _short_where(where: str) -> str:
-    for marker in ("/site-packages/", "/lib/python3"):
-        if marker in where:
-            return where.split(marker, 1)[1].lstrip("/").removeprefix("11/")
+    """Paths relative to site-packages, the stdlib or the repository."""
+    short = _LIBRARY_PATH.sub("", where)
+    if short != where:
+        return short
     with contextlib.suppress(ValueError):
         return str(Path(where).relative_to(REPO))
     return where
@@ -755,11 +759,14 @@ def summarise_profile(raw_path: Path, top: int = 15) -> dict[str, Any]:
             for name, n in counter.most_common(top)
         ]
 
+    own = Counter({name: n for name, n in cumulative.items() if "(m1lite/" in name})
     return {
         "samples": total,
         "threads": shares(threads),
         "self": shares(self_time, lines=True),
         "cumulative": shares(cumulative),
+        # the middleware chain tops the list above; m1lite's own functions say more
+        "cumulative_m1lite": shares(own),
     }
 
 

@@ -11,9 +11,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from m1lite.api import error_response, lake, ops, schema, stores, system, users
+from m1lite.api import error_response, lake, ops, query, schema, stores, system, users
 from m1lite.config import Config
 from m1lite.environment import Environment
 from m1lite.errors import ApiError, error_body
@@ -37,6 +37,7 @@ ROUTES = [
     Route("/write", lake.write, methods=["POST"]),
     Route("/get", lake.get, methods=GET_POST),
     Route("/publish", lake.publish, methods=["POST"]),
+    Route("/query", query.query, methods=GET_POST),
     Route("/store/list", stores.store_list, methods=GET_POST),
     Route("/store/enable", stores.store_enable, methods=["POST"]),
     Route("/store/autocommit", stores.store_autocommit, methods=["POST"]),
@@ -120,7 +121,36 @@ class M1App:
             self.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._asgi(scope, receive, send)
+        if scope["type"] != "http" or not _has_body(scope):
+            await self._asgi(scope, receive, send)
+            return
+        # A response sent before the request body was read in full (a 404, 405, 413, a
+        # refused origin) leaves the rest of the body on the socket, so the server closes the
+        # connection afterwards. Say so: a keep-alive client that reuses the socket would
+        # otherwise see its next request fail with "server disconnected".
+        body_done = False
+
+        async def tracking_receive() -> Message:
+            nonlocal body_done
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not body_done:
+                headers = [*message.get("headers", ()), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self._asgi(scope, tracking_receive, closing_send)
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
 
 
 def create_app(config: Config) -> M1App:

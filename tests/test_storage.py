@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from pyroaring import BitMap
@@ -23,7 +24,7 @@ from m1lite.schema import parse_date_ms
 from m1lite.storage import log as event_log
 from m1lite.storage.env import MIB, LakeEnv
 from m1lite.storage.index import CHUNK_KEYS, Index
-from m1lite.storage.writer import Writer
+from m1lite.storage.writer import KEY, Writer
 
 DATE_FIELDS = frozenset({"when", "_m1.receivedUTC"})
 TEXT_FIELDS = frozenset({"body"})
@@ -60,7 +61,12 @@ def make_record(i: int, *, published: bool = True, pad: str = "") -> dict[str, A
 
 
 def records(start: int, count: int, **kwargs: Any) -> list[dict[str, Any]]:
-    return [make_record(i, **kwargs) for i in range(start, start + count)]
+    """Events start.. start+count-1; each batch brings a new string value (`batch`), so a
+    commit that fails must also take its new dictionary entries back."""
+    batch = [make_record(i, **kwargs) for i in range(start, start + count)]
+    for record in batch:
+        record["batch"] = f"b{start}"
+    return batch
 
 
 Term = tuple[str, type, Any]  # (field, type, value): True and 1 must not collide
@@ -383,4 +389,37 @@ def test_a_closed_event_loop_does_not_kill_the_writer(tmp_path: Path) -> None:
         assert keys == list(range(5, 10))
     finally:
         writer.stop()
+        lake.close()
+
+
+def test_postings_built_while_a_commit_is_pending_include_it(tmp_path: Path) -> None:
+    """A query may build a field's postings between the writer's `add` and `commit`; the
+    pending events must still be in them once the commit makes them visible."""
+    lake = LakeEnv(tmp_path / "lake", map_size_mb=16, max_map_size_mb=16)
+    index = Index()
+    try:
+        for first in (0, 10):
+            part = (records(first, 10), {}, True)
+            index.add(
+                first,
+                [part],
+                date_fields=DATE_FIELDS,
+                text_fields=TEXT_FIELDS,
+                date_ms=parse_date_ms,
+            )
+            # a reader between add and commit: sees only what is already visible
+            assert index.term_keys("s", "v1") == BitMap(k for k in range(first) if k % 7 == 1)
+            with lake.write() as txn:
+                for key, record in enumerate(part[0], first):
+                    txn.put(
+                        KEY.pack(key),
+                        msgspec.msgpack.encode({**record, "_m1key": key}),
+                        db=lake.dbs["log"],
+                    )
+                index.persist(txn, lake.dbs["index"])
+            index.commit()
+            assert index.term_keys("s", "v1") == BitMap(k for k in range(first + 10) if k % 7 == 1)
+        Expected(lake).assert_matches(index)
+        Expected(lake).assert_matches(loaded_index(lake))
+    finally:
         lake.close()

@@ -66,7 +66,7 @@ class LakeEnv:
     """The LMDB environment plus the map-size growth policy.
 
     LMDB only lets the map grow while no transaction is open in this process, so
-    readers hold `read_lock` (shared) and growth takes it exclusively.
+    every transaction holds `_resize` shared and growth takes it exclusively.
     """
 
     def __init__(self, path: Path, *, map_size_mb: int, max_map_size_mb: int) -> None:
@@ -93,13 +93,25 @@ class LakeEnv:
 
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:
-        with self._resize.shared(), self.env.begin(buffers=False) as txn:
+        with self._resize.shared(reader=True), self.env.begin(buffers=False) as txn:
             yield txn
 
     @contextmanager
     def write(self) -> Iterator[lmdb.Transaction]:
-        with self._resize.shared(), self.env.begin(write=True) as txn:
-            yield txn
+        """A write transaction: committed on a clean exit, aborted on an exception."""
+        with self._resize.shared(reader=False):
+            txn = self.env.begin(write=True)
+            try:
+                yield txn
+            except BaseException:
+                # py-lmdb aborts a write transaction only at a moment when no other LMDB
+                # call is in flight; readers overlapping back to back (each one counted
+                # while it waits for the GIL) can put that moment off forever, hanging
+                # the writer on a full map. So new readers wait and current ones finish.
+                with self._resize.readers_paused():
+                    txn.abort()
+                raise
+            txn.commit()
 
     def grow(self, seen: int) -> bool:
         """Double the map (up to the cap) after a transaction begun at map size `seen`
@@ -135,27 +147,53 @@ class _SharedExclusiveLock:
     steady stream of overlapping readers cannot starve map growth (and with it every
     write). The price: shared mode is not re-entrant; never open a read or write
     transaction while this thread holds one.
+
+    `readers_paused` is the same idea for shared holders that only read: it holds new
+    readers back until the current ones are done (writers are not waited for: one may
+    be blocked on LMDB's writer lock, held by the thread that is pausing readers).
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._shared = 0
+        self._readers = 0
         self._exclusive = False
         self._exclusive_waiting = 0
+        self._pausing = 0
 
     @contextmanager
-    def shared(self) -> Iterator[None]:
+    def shared(self, *, reader: bool) -> Iterator[None]:
         with self._cond:
-            while self._exclusive or self._exclusive_waiting:
+            while self._exclusive or self._exclusive_waiting or (reader and self._pausing):
                 self._cond.wait()
             self._shared += 1
+            self._readers += reader
         try:
             yield
         finally:
             with self._cond:
                 self._shared -= 1
-                if self._shared == 0:
+                self._readers -= reader
+                if self._shared == 0 or self._readers == 0:
                     self._cond.notify_all()
+
+    @contextmanager
+    def readers_paused(self) -> Iterator[None]:
+        with self._cond:
+            self._pausing += 1
+            try:
+                while self._readers:
+                    self._cond.wait()
+            except BaseException:
+                self._pausing -= 1
+                self._cond.notify_all()
+                raise
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._pausing -= 1
+                self._cond.notify_all()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:

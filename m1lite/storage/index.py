@@ -80,11 +80,14 @@ class FieldIndex:
         found = self.ids.get(key)
         if found is not None:
             return found
-        new_id = len(self.values)
-        self.values.append(value)
-        self.ids[key] = new_id
-        if self.postings is not None:
-            self.postings.append(BitMap())
+        # Under the lock: a reader building the postings must see values and postings
+        # change together (else one bitmap too few, and an IndexError in the writer).
+        with self.lock:
+            new_id = len(self.values)
+            self.values.append(value)
+            self.ids[key] = new_id
+            if self.postings is not None:
+                self.postings.append(BitMap())
         return new_id
 
     def ensure_size(self, size: int) -> None:
@@ -94,14 +97,18 @@ class FieldIndex:
             self.codes = grown
 
     def bitmaps(self, visible_upto: int) -> list[BitMap]:
-        """Postings per value id; built from the codes on first use."""
+        """Postings per value id; built from the codes on first use. They may hold keys
+        at or past `visible_upto` (a commit in flight): callers clamp."""
         with self.lock:
             if self.postings is None:
-                self.postings = self._build_postings(visible_upto)
+                self.postings = self._build_postings()
             return self.postings
 
-    def _build_postings(self, upto: int) -> list[BitMap]:
-        codes = self.codes[:upto]
+    def _build_postings(self) -> list[BitMap]:
+        # Every code, not only the visible ones: a batch the writer has added but not yet
+        # committed skipped these postings (they did not exist yet), and its keys must be
+        # in them when its commit makes them visible (`rollback` takes them out again).
+        codes = self.codes
         order = np.argsort(codes, kind="stable")  # stable: keys stay ascending per value
         bounds = np.searchsorted(codes[order], np.arange(1, len(self.values) + 2))
         postings = [BitMap(order[bounds[i] : bounds[i + 1]]) for i in range(len(self.values))]
@@ -149,7 +156,10 @@ class Index:
         if index is None or value_id is None:
             return BitMap()
         upto = self.visible_upto
-        keys = index.bitmaps(upto)[value_id]
+        bitmaps = index.bitmaps(upto)
+        if value_id >= len(bitmaps):
+            return BitMap()  # a value of a commit that failed and was rolled back meanwhile
+        keys = bitmaps[value_id]
         if keys and keys.max() >= upto:
             keys = keys.copy()
             keys.remove_range(upto, 1 << 32)
@@ -439,10 +449,10 @@ class Index:
         first = batch.first_key
         for name, mark in batch.dictionary_marks.items():
             index = self.fields[name]
-            for value in index.values[mark:]:
-                index.ids.pop(_bool_key(value) if isinstance(value, bool) else value, None)
-            del index.values[mark:]
-            with index.lock:
+            with index.lock:  # see `intern`
+                for value in index.values[mark:]:
+                    index.ids.pop(_bool_key(value) if isinstance(value, bool) else value, None)
+                del index.values[mark:]
                 index.postings = None  # rebuilt from the codes on next use
         for name in batch.strings:
             index = self.fields[name]

@@ -218,9 +218,7 @@ class Writer:
         key = first_key
         for submission in batch:
             count = len(submission.records)
-            if submission.future is not None and submission.loop is not None:
-                keys = list(range(key, key + count))
-                submission.loop.call_soon_threadsafe(_resolve, submission.future, keys)
+            _settle(submission, list(range(key, key + count)))
             key += count
 
     def _hold_async(self, batch: list[_Submission]) -> None:

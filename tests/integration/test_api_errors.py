@@ -192,6 +192,31 @@ def test_body_over_1_mib_is_413(srv: Server, size: int) -> None:
     assert_error(chunked, 413)
 
 
+def test_early_refusals_close_the_connection_and_say_so(srv: Server) -> None:
+    """A reply sent before the body was read leaves the body on the socket; the server must
+    announce `Connection: close` or a keep-alive client's next request fails."""
+    admin = srv.admin_token()
+    big = b"items=" + b"x" * (2 * MIB)
+    medium = b"items=" + b"x" * (512 * 1024)
+    cases = [
+        ("/write", big, {}, 413),
+        ("/write", "chunked", {}, 413),
+        ("/no/such/endpoint", medium, {}, 404),
+        ("/ping", medium, {}, 405),
+        ("/write", medium, {"origin": "https://not-listed.example"}, 403),
+    ]
+    for _ in range(3):
+        for path, body, headers, status in cases:
+            content = _chunks(big) if body == "chunked" else body
+            response = srv.post(
+                path, admin, content=content, headers={"content-type": FORM, **headers}
+            )
+            assert_error(response, status)
+            assert response.headers.get("connection") == "close", path
+            # The same client (connection pool) carries on without a transport error.
+            assert srv.get("/ping").status_code == 200
+
+
 def test_body_of_exactly_1_mib_is_not_refused_for_size(srv: Server) -> None:
     padding = "x" * (MIB - len('items=[{"a":""}]'))
     body = f'items=[{{"a":"{padding}"}}]'.encode()

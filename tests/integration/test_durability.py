@@ -244,13 +244,18 @@ def test_kill_9_during_durable_writes_loses_no_acknowledged_event(
 
 def test_sigterm_commits_queued_async_events(tmp_path: Path, serve: Any) -> None:
     data = tmp_path / "data"
-    server = serve(data, "--group-commit-ms", "2000")  # events linger in memory
+    # A group commit far longer than the test: the events are certainly still in memory
+    # when the SIGTERM comes, whatever the machine's speed.
+    server = serve(data, "--group-commit-ms", "60000")
     markers: list[str] = []
     for request in range(20):
         batch = [f"q{request}-{i}" for i in range(50)]
         response = server.write([{"marker": m} for m in batch], durable=False)
         assert response.status_code == 204, response.text
         markers += batch
+    health = server.client.get("/health", headers={TOKEN_HEADER: server.token}).json()
+    assert health["db"]["details"]["queuedEvents"] == len(markers)
+    assert health["lake"]["details"]["events"] == 0
     assert server.sigterm(timeout=10) == 0, server.stderr()
 
     server = serve(data)

@@ -1,0 +1,596 @@
+"""Field values over the index, and facet statistics computed for many buckets at once.
+
+A facet hands over its buckets as *pairs*: two equally long arrays, `groups` (bucket
+number, 0..n_groups-1) and `keys` (an `_m1key` in that bucket; no key twice in one
+bucket). Every statistic is then one vectorised pass over the pairs joined with the
+field's values (numpy `bincount`, `lexsort`, `unique`), so sorting ten thousand buckets
+by `unique(session.id)` costs a few array operations, not ten thousand Python loops.
+
+`FieldData` is one field seen at one `visible_upto`: the dictionary codes of its string
+and boolean values, the float64 column of its numbers (dates as epoch ms), and the
+further values of multi-valued events (`extras`) as sorted arrays.
+
+Semantics (Solr's JSON Facet API, with the choices noted in docs/query.md):
+- numeric statistics (`sum avg min max sumsq variance stddev percentile`) use a field's
+  numeric values only; a multi-valued event contributes each of its numbers (Solr's
+  sorted-numeric doc values keep repeats); string values are ignored. `min`/`max` fall
+  back to string order when a bucket holds strings but no numbers.
+- no values: `sum`, `sumsq`, `avg`, `variance`, `stddev` are 0.0 (Solr's AggUtil);
+  `min`, `max` and `percentile` are left out of the bucket (Solr returns null for them).
+- `variance`/`stddev` are the population ("uncorrected") forms Solr 8+ returns.
+- `percentile` is exact (linear interpolation between closest ranks, numpy's default)
+  where Solr approximates with a t-digest; one percentile → a number, several → a list.
+- `unique` and `hll` are exact distinct counts of string and numeric values.
+- `missing`: events of the bucket with no value for the field; `countvals`: the number of
+  values (a multi-valued string field counts each distinct value once per event, as
+  Solr's sorted-set doc values do; numbers keep repeats).
+- dates: `min`/`max` come back as ISO strings; the other statistics stay epoch ms.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from pyroaring import BitMap
+
+from m1lite.schema import format_date_ms
+from m1lite.storage.index import FieldIndex, Index
+
+KEY_FIELD = "_m1key"  # not stored as a column: its values are the keys themselves
+NUMERIC_STATS = frozenset(
+    {"sum", "avg", "min", "max", "sumsq", "variance", "stddev", "percentile"}
+)
+FIELD_STATS = NUMERIC_STATS | {"unique", "hll", "missing", "countvals"}
+ALL_STATS = FIELD_STATS | {"count"}
+
+_EMPTY_I64 = np.zeros(0, dtype=np.int64)
+_EMPTY_F64 = np.zeros(0, dtype=np.float64)
+
+
+class FieldTypes(Protocol):
+    """What the facet engine needs to know about declared properties."""
+
+    def field_type(self, name: str) -> str | None:
+        """The schema type (`string`, `date`, `double`...) or None when undeclared."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StatSpec:
+    """One statistic of a facet: `name` is its key in the bucket."""
+
+    name: str
+    func: str
+    field: str | None = None
+    percentiles: tuple[float, ...] = ()
+
+
+def keys_of(bitmap: BitMap) -> np.ndarray:
+    """The keys of a bitmap as a sorted int64 array."""
+    return np.frombuffer(bitmap.to_array(), dtype=np.uint32).astype(np.int64)
+
+
+def bitmap_of(keys: np.ndarray) -> BitMap:
+    """A bitmap of int keys (any order); via array('I') because BitMap(ndarray) iterates."""
+    from array import array
+
+    return BitMap(array("I", np.ascontiguousarray(keys, dtype=np.uint32).tobytes()))
+
+
+def gather(column: np.ndarray, keys: np.ndarray, fill: Any) -> np.ndarray:
+    """column[keys], with `fill` where a key lies past the column's end."""
+    if keys.size == 0 or int(keys.max()) < len(column):
+        return column[keys]
+    out = np.full(keys.shape, fill, dtype=column.dtype)
+    inside = keys < len(column)
+    out[inside] = column[keys[inside]]
+    return out
+
+
+# ---------------------------------------------------------------------------- extras
+
+
+@dataclass(frozen=True, slots=True)
+class Extras:
+    """The further values of multi-valued events with keys below `upto`, as arrays:
+    event `keys[i]` has values `values[offsets[i]:offsets[i+1]]`."""
+
+    keys: np.ndarray  # int64, ascending, unique
+    offsets: np.ndarray  # int64, len(keys) + 1
+    values: np.ndarray  # uint32 value ids (strings) or float64 (numbers)
+    upto: int
+    entries: int  # source dict entries with key < upto (to detect out-of-order inserts)
+
+    def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(index into `keys`, value) for every further value of the given keys."""
+        if self.keys.size == 0 or keys.size == 0:
+            return _EMPTY_I64, self.values[:0]
+        slot = np.searchsorted(self.keys, keys)
+        slot_in = np.minimum(slot, self.keys.size - 1)
+        hit = np.flatnonzero((slot < self.keys.size) & (self.keys[slot_in] == keys))
+        if hit.size == 0:
+            return _EMPTY_I64, self.values[:0]
+        starts = self.offsets[slot[hit]]
+        counts = self.offsets[slot[hit] + 1] - starts
+        total = int(counts.sum())
+        owner = np.repeat(hit, counts)
+        flat = np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)
+        return owner, self.values[flat]
+
+    def below(self, upto: int) -> Extras:
+        """The same extras restricted to keys below a smaller `upto`."""
+        cut = int(np.searchsorted(self.keys, upto))
+        return Extras(
+            self.keys[:cut],
+            self.offsets[: cut + 1],
+            self.values[: self.offsets[cut]],
+            upto,
+            -1,
+        )
+
+
+_extras_lock = threading.Lock()
+_extras_cache: weakref.WeakKeyDictionary[Index, dict[tuple[str, str], Extras]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _snapshot(source: dict[int, list[Any]]) -> dict[int, list[Any]]:
+    """A copy of a dict the writer thread may be extending."""
+    for _ in range(100):
+        try:
+            return dict(source)
+        except RuntimeError:  # changed size during the copy: try again
+            continue
+    raise RuntimeError("index extras kept changing while being read")
+
+
+def _entries_to_extras(
+    items: Sequence[tuple[int, list[Any]]],
+    dtype: type,
+    primary: np.ndarray | None,
+    upto: int,
+    entries: int,
+) -> Extras:
+    """Arrays for (key, further values) entries; for strings (`primary` = codes) drop
+    repeats within an event and the event's first value, as a sorted set would."""
+    if not items:
+        return Extras(_EMPTY_I64, np.zeros(1, np.int64), np.zeros(0, dtype), upto, entries)
+    keys = np.fromiter((k for k, _ in items), dtype=np.int64, count=len(items))
+    lengths = np.fromiter((len(v) for _, v in items), dtype=np.int64, count=len(items))
+    flat = np.fromiter(
+        itertools.chain.from_iterable(v for _, v in items), dtype=dtype, count=int(lengths.sum())
+    )
+    owner = np.repeat(np.arange(len(items)), lengths)
+    if primary is not None:
+        width = int(flat.max()) + 1 if flat.size else 1
+        combined = np.unique(owner * width + flat.astype(np.int64))
+        owner, flat = combined // width, (combined % width).astype(dtype)
+        first = gather(primary, keys, 0).astype(np.int64) - 1
+        keep = flat.astype(np.int64) != first[owner]
+        owner, flat = owner[keep], flat[keep]
+    # Re-key by event (sorted); events left without values drop out.
+    event_keys = keys[owner]
+    order = np.argsort(event_keys, kind="stable")
+    event_keys, flat = event_keys[order], flat[order]
+    unique_keys, starts = np.unique(event_keys, return_index=True)
+    offsets = np.append(starts, event_keys.size).astype(np.int64)
+    return Extras(unique_keys.astype(np.int64), offsets, flat, upto, entries)
+
+
+def _merge_extras(old: Extras, new: Extras) -> Extras:
+    """`new` holds keys at or above `old.upto` only, so the arrays just concatenate."""
+    return Extras(
+        np.concatenate([old.keys, new.keys]),
+        np.concatenate([old.offsets[:-1], new.offsets + old.values.size]),
+        np.concatenate([old.values, new.values]),
+        new.upto,
+        new.entries,
+    )
+
+
+def extras_for(
+    index: Index,
+    kind: str,
+    name: str,
+    source: dict[int, list[Any]],
+    upto: int,
+    primary: np.ndarray | None,
+) -> Extras | None:
+    """Cached arrays of `source` (a FieldIndex's extras or a numbers' extras dict).
+
+    Entries with keys below `visible_upto` never change, and the writer inserts entries
+    in ascending key order, so a newer `upto` only needs the dict's tail: walk it
+    backwards down to the cached bound, then check the entry count to catch any entry
+    that was not at the tail (then rebuild from a full copy)."""
+    if not source:
+        return None
+    dtype: type = np.uint32 if primary is not None else np.float64
+    with _extras_lock:
+        per_index = _extras_cache.setdefault(index, {})
+        cached = per_index.get((kind, name))
+        if cached is not None and cached.upto == upto:
+            return cached
+        if cached is not None and cached.upto > upto:
+            return cached.below(upto)
+        fresh = None
+        if cached is not None:
+            fresh = _extend(cached, source, dtype, primary, upto)
+        if fresh is None:
+            snapshot = _snapshot(source)
+            items = [(k, v) for k, v in snapshot.items() if k < upto]
+            items.sort(key=lambda item: item[0])
+            fresh = _entries_to_extras(items, dtype, primary, upto, len(items))
+        per_index[(kind, name)] = fresh
+        return fresh
+
+
+def _extend(
+    cached: Extras,
+    source: dict[int, list[Any]],
+    dtype: type,
+    primary: np.ndarray | None,
+    upto: int,
+) -> Extras | None:
+    tail: list[tuple[int, list[Any]]] = []
+    walked = 0
+    try:
+        backwards = reversed(source.items())
+        size = len(source)
+        for key, values in backwards:
+            if key < cached.upto:
+                break
+            walked += 1
+            if key < upto:
+                tail.append((key, values))
+    except RuntimeError:  # the writer changed the dict mid-walk
+        return None
+    if size - walked != cached.entries:
+        return None
+    tail.reverse()
+    added = _entries_to_extras(tail, dtype, primary, upto, cached.entries + len(tail))
+    return _merge_extras(cached, added)
+
+
+# ---------------------------------------------------------------------------- string order
+
+
+@dataclass(frozen=True, slots=True)
+class StringOrder:
+    """Index order of a dictionary: booleans (false, true) first, then strings in code
+    point order (which is UTF-8 byte order, Solr's index order)."""
+
+    size: int
+    last: Any  # values[size-1], to notice a rollback that reused ids
+    bool_ids: tuple[int, ...]  # in order false, true
+    str_ids: np.ndarray  # int64 ids of the strings, in value order
+    str_values: np.ndarray  # object array: those strings, in the same order
+    sorted_ids: np.ndarray  # bool_ids then str_ids
+    rank: np.ndarray  # int64, id -> position in sorted_ids
+
+
+_order_lock = threading.Lock()
+_order_cache: weakref.WeakKeyDictionary[FieldIndex, StringOrder] = weakref.WeakKeyDictionary()
+
+
+def string_rank(field: FieldIndex, size: int) -> StringOrder:
+    """Value order of the first `size` (> 0) dictionary entries; extended incrementally
+    as the dictionary grows (only the new values are sorted and merged in)."""
+    values = field.values
+    with _order_lock:
+        cached = _order_cache.get(field)
+        if cached is not None and cached.size == size and values[size - 1] is cached.last:
+            return cached
+        reuse = cached is not None and 0 < cached.size < size
+        if cached is not None and reuse and values[cached.size - 1] is cached.last:
+            start, bools = cached.size, dict.fromkeys(cached.bool_ids)
+            str_ids, str_values = cached.str_ids, cached.str_values
+        else:
+            start, bools = 0, {}
+            str_ids, str_values = _EMPTY_I64, np.zeros(0, dtype=object)
+        new_strings = []
+        for i in range(start, size):
+            if isinstance(values[i], bool):
+                bools[i] = None
+            else:
+                new_strings.append(i)
+        new_strings.sort(key=values.__getitem__)
+        new_values = np.array([values[i] for i in new_strings], dtype=object)
+        new_ids = np.array(new_strings, dtype=np.int64)
+        if str_values.size and new_values.size:
+            where = np.searchsorted(str_values, new_values)
+            str_values = np.insert(str_values, where, new_values)
+            str_ids = np.insert(str_ids, where, new_ids)
+        elif new_values.size:
+            str_values, str_ids = new_values, new_ids
+        bool_ids = tuple(sorted(bools, key=values.__getitem__))
+        sorted_ids = np.concatenate([np.array(bool_ids, dtype=np.int64), str_ids])
+        rank = np.empty(size, dtype=np.int64)
+        rank[sorted_ids] = np.arange(size)
+        order = StringOrder(
+            size, values[size - 1], bool_ids, str_ids, str_values, sorted_ids, rank
+        )
+        _order_cache[field] = order
+        return order
+
+
+def prefix_ids(order: StringOrder, prefix: str) -> np.ndarray:
+    """Ids of the strings starting with prefix: a contiguous run in value order, found
+    by bisection (no successor string needed, which U+10FFFF would make awkward)."""
+    strings = order.str_values
+    lo = int(np.searchsorted(strings, np.array([prefix], dtype=object))[0])
+    low, high = lo, strings.size  # first index at or after lo not starting with prefix
+    while low < high:
+        middle = (low + high) // 2
+        if strings[middle].startswith(prefix):
+            low = middle + 1
+        else:
+            high = middle
+    return order.str_ids[lo:low]
+
+
+# ---------------------------------------------------------------------------- field data
+
+
+class FieldData:
+    """One field at one `visible_upto`: everything a facet reads about its values."""
+
+    def __init__(self, index: Index, name: str, upto: int, types: FieldTypes) -> None:
+        declared = types.field_type(name)
+        self.name = name
+        self.is_key = name == KEY_FIELD
+        self.is_date = declared == "date"
+        self.declared = declared
+        self.strings: FieldIndex | None = index.fields.get(name)
+        self.n_values = 0
+        self.codes = np.zeros(0, dtype=np.uint32)
+        self.string_extras: Extras | None = None
+        if self.strings is not None:
+            codes = self.strings.codes  # one read: the writer may swap in a grown array
+            self.codes = codes[: min(upto, len(codes))]
+            self.n_values = len(self.strings.values)  # after upto: covers visible ids
+            self.string_extras = extras_for(
+                index, "s", name, self.strings.extras, upto, self.codes
+            )
+        column = index.numbers.get(name)
+        self.numbers = _EMPTY_F64 if column is None else column[: min(upto, len(column))]
+        number_extras = index.number_extras.get(name)
+        self.number_extras = (
+            None
+            if not number_extras
+            else extras_for(index, "n", name, number_extras, upto, None)
+        )
+
+    @property
+    def has_numbers(self) -> bool:
+        return self.is_key or self.numbers.size > 0
+
+    @property
+    def integral(self) -> bool:
+        """Whether integral numbers should come back as JSON integers (not for doubles)."""
+        return self.declared != "double"
+
+    def string_pairs(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(index into keys, value id) for each distinct string/boolean value of each key."""
+        if self.n_values == 0 or keys.size == 0:
+            return _EMPTY_I64, _EMPTY_I64
+        codes = gather(self.codes, keys, 0)
+        where = np.flatnonzero(codes)
+        ids = codes[where].astype(np.int64) - 1
+        if self.string_extras is None:
+            return where, ids
+        owner, more = self.string_extras.lookup(keys)
+        if owner.size == 0:
+            return where, ids
+        return np.concatenate([where, owner]), np.concatenate([ids, more.astype(np.int64)])
+
+    def number_pairs(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(index into keys, value) for each number of each key (repeats kept)."""
+        if self.is_key:
+            return np.arange(keys.size), keys.astype(np.float64)
+        if self.numbers.size == 0 or keys.size == 0:
+            return _EMPTY_I64, _EMPTY_F64
+        values = gather(self.numbers, keys, np.nan)
+        where = np.flatnonzero(~np.isnan(values))
+        found = values[where]
+        if self.number_extras is None:
+            return where, found
+        owner, more = self.number_extras.lookup(keys)
+        if owner.size == 0:
+            return where, found
+        return np.concatenate([where, owner]), np.concatenate([found, more])
+
+    def has_value(self, keys: np.ndarray) -> np.ndarray:
+        """Per key: does the event hold any value of this field?"""
+        if self.is_key:
+            return np.ones(keys.size, dtype=bool)
+        has = np.zeros(keys.size, dtype=bool)
+        if self.n_values:
+            has |= gather(self.codes, keys, 0) > 0
+        if self.numbers.size:
+            has |= ~np.isnan(gather(self.numbers, keys, np.nan))
+        return has
+
+    def number_out(self, value: float) -> Any:
+        """A number as JSON shows it: ISO text for dates, int when integral (non-double)."""
+        if self.is_date:
+            return format_date_ms(int(value))
+        if self.integral and float(value).is_integer() and abs(value) < 2**63:
+            return int(value)
+        return float(value)
+
+    def string_out(self, value_id: int) -> Any:
+        assert self.strings is not None
+        return self.strings.values[value_id]
+
+
+FieldLookup = Callable[[str], FieldData]
+
+
+# ---------------------------------------------------------------------------- grouped stats
+
+
+def _float_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _group_bounds(sorted_groups: np.ndarray, n_groups: int) -> np.ndarray:
+    return np.searchsorted(sorted_groups, np.arange(n_groups + 1))
+
+
+def _distinct_per_group(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    """How many distinct values each group holds."""
+    if groups.size == 0:
+        return np.zeros(n_groups, dtype=np.int64)
+    order = np.lexsort((values, groups))
+    g, v = groups[order], values[order]
+    new = np.ones(g.size, dtype=bool)
+    new[1:] = (g[1:] != g[:-1]) | (v[1:] != v[:-1])
+    return np.bincount(g[new], minlength=n_groups)
+
+
+def _percentiles(
+    sorted_values: np.ndarray, bounds: np.ndarray, ps: Sequence[float]
+) -> list[np.ndarray]:
+    """Per group and percentile, linear interpolation between closest ranks."""
+    starts, sizes = bounds[:-1], np.diff(bounds)
+    out = []
+    last = max(sorted_values.size - 1, 0)
+    for p in ps:
+        position = (p / 100.0) * np.maximum(sizes - 1, 0)
+        low = np.floor(position).astype(np.int64)
+        frac = position - low
+        lo_index = np.minimum(starts + low, last)
+        hi_index = np.minimum(starts + np.minimum(low + 1, np.maximum(sizes - 1, 0)), last)
+        if sorted_values.size == 0:
+            out.append(np.full(sizes.size, np.nan))
+            continue
+        lo_v, hi_v = sorted_values[lo_index], sorted_values[hi_index]
+        value = lo_v + frac * (hi_v - lo_v)
+        out.append(np.where(sizes > 0, value, np.nan))
+    return out
+
+
+class GroupedStats:
+    """Statistics for pairs (groups, keys); `values(spec)` gives one entry per group,
+    None where the statistic is left out of the bucket."""
+
+    def __init__(
+        self,
+        groups: np.ndarray,
+        keys: np.ndarray,
+        n_groups: int,
+        counts: np.ndarray,
+        fields: FieldLookup,
+    ) -> None:
+        self.groups = groups
+        self.keys = keys
+        self.n = n_groups
+        self.counts = counts
+        self.fields = fields
+        self._numeric: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _sorted_numbers(self, data: FieldData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(group, value) of every number, sorted by group then value, plus group bounds."""
+        found = self._numeric.get(data.name)
+        if found is None:
+            where, values = data.number_pairs(self.keys)
+            groups = self.groups[where]
+            order = np.lexsort((values, groups))
+            groups, values = groups[order], values[order]
+            found = (groups, values, _group_bounds(groups, self.n))
+            self._numeric[data.name] = found
+        return found
+
+    def values(self, spec: StatSpec) -> list[Any]:
+        func, n = spec.func, self.n
+        if func == "count":
+            return [int(c) for c in self.counts]
+        assert spec.field is not None
+        data = self.fields(spec.field)
+        if func == "missing":
+            has = data.has_value(self.keys)
+            having = np.bincount(self.groups[has], minlength=n)
+            return [int(c) for c in self.counts - having]
+        if func == "countvals":
+            where_s, _ = data.string_pairs(self.keys)
+            where_n, _ = data.number_pairs(self.keys)
+            total = np.bincount(self.groups[where_s], minlength=n) + np.bincount(
+                self.groups[where_n], minlength=n
+            )
+            return [int(c) for c in total]
+        if func in ("unique", "hll"):
+            where_s, ids = data.string_pairs(self.keys)
+            where_n, numbers = data.number_pairs(self.keys)
+            total = _distinct_per_group(self.groups[where_s], ids, n) + _distinct_per_group(
+                self.groups[where_n], numbers, n
+            )
+            return [int(c) for c in total]
+        groups, values, bounds = self._sorted_numbers(data)
+        sizes = np.diff(bounds)
+        if func in ("min", "max"):
+            return self._min_max(data, func, values, bounds, sizes)
+        if func == "percentile":
+            columns = _percentiles(values, bounds, spec.percentiles)
+            rows: list[Any] = []
+            for g in range(n):
+                if sizes[g] == 0:
+                    rows.append(None)
+                elif len(columns) == 1:
+                    rows.append(_float_or_none(columns[0][g]))
+                else:
+                    rows.append([_float_or_none(column[g]) for column in columns])
+            return rows
+        total = np.bincount(groups, weights=values, minlength=n)
+        if func == "sum":
+            return [_float_or_none(v) for v in total]
+        if func == "sumsq":
+            return [_float_or_none(v) for v in np.bincount(groups, values * values, n)]
+        safe = np.maximum(sizes, 1)
+        mean = np.where(sizes > 0, total / safe, 0.0)
+        if func == "avg":
+            return [_float_or_none(v) for v in mean]
+        # Two passes (deviations from the mean) rather than sumsq/n - mean², which can
+        # come out slightly negative through cancellation.
+        deviation = values - mean[groups]
+        variance = np.where(
+            sizes > 0, np.bincount(groups, deviation * deviation, n) / safe, 0.0
+        )
+        if func == "variance":
+            return [_float_or_none(v) for v in variance]
+        if func == "stddev":
+            return [_float_or_none(v) for v in np.sqrt(variance)]
+        raise AssertionError(f"unknown statistic {func}")
+
+    def _min_max(
+        self,
+        data: FieldData,
+        func: str,
+        values: np.ndarray,
+        bounds: np.ndarray,
+        sizes: np.ndarray,
+    ) -> list[Any]:
+        out: list[Any] = [None] * self.n
+        for g in np.flatnonzero(sizes):
+            at = bounds[g] if func == "min" else bounds[g + 1] - 1
+            out[g] = data.number_out(values[at])
+        if data.n_values and data.strings is not None and (sizes == 0).any():
+            where, ids = data.string_pairs(self.keys)
+            if ids.size:
+                order = string_rank(data.strings, data.n_values)
+                ranks = order.rank[ids]
+                groups = self.groups[where]
+                sign = 1 if func == "min" else -1
+                best = np.full(self.n, np.iinfo(np.int64).max, dtype=np.int64)
+                np.minimum.at(best, groups, sign * ranks)
+                for g in np.flatnonzero((sizes == 0) & (best != np.iinfo(np.int64).max)):
+                    value_id = int(order.sorted_ids[sign * int(best[g])])
+                    out[g] = data.string_out(value_id)
+        return out
