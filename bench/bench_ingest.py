@@ -237,6 +237,7 @@ def run_scenario(ctx: Context, scenario: Scenario, rep: int) -> dict[str, Any]:
         "non_2xx": result.non_2xx + warm.non_2xx,
         "socket_errors": {k: result.errors[k] + warm.errors[k] for k in result.errors},
         "server_rss_mb": common.rss_bytes(server.pid) / 2**20,
+        "server_rss_anon_mb": common.rss_bytes(server.pid, "RssAnon") / 2**20,
     }
     if is_m1:
         record["verify"] = verify_counts(
@@ -312,6 +313,7 @@ def run_fixed_rate(
         "non_2xx": result.non_2xx + warm.non_2xx,
         "socket_errors": {},
         "server_rss_mb": common.rss_bytes(server.pid) / 2**20,
+        "server_rss_anon_mb": common.rss_bytes(server.pid, "RssAnon") / 2**20,
     }
     record["verify"] = verify_counts(
         ctx,
@@ -377,6 +379,13 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
             summary["ratios_b_over_a"].append(same["b"]["rps"] / same["a"]["rps"])
         if "e" in same and "d" in same:
             summary.setdefault("ratios_d_over_e", []).append(same["d"]["rps"] / same["e"]["rps"])
+    m1_runs = [r for r in runs if "verify" in r]
+    if m1_runs:
+        summary["m1lite_memory"] = {
+            "events_stored": sum(r["verify"]["stored"] for r in m1_runs),
+            "rss_mb_at_end": m1_runs[-1]["server_rss_mb"],
+            "rss_anon_mb_at_end": m1_runs[-1]["server_rss_anon_mb"],
+        }
     scen = summary["scenarios"]
     targets = summary["targets"]
     if summary["ratios_b_over_a"]:
@@ -414,7 +423,8 @@ def print_run(run: dict[str, Any]) -> None:
         f"{run['events_per_s']:,.0f} events/s, {run['server_cpu_us_per_request']:,.0f} µs CPU/req, "
         f"server {run['server_cores']:.2f} cores, other load {run['other_cores']:.2f}, "
         f"p50/p99/max {lat['p50']:.1f}/{lat['p99']:.1f}/{lat['max']:.1f} ms, "
-        f"non-2xx {run['non_2xx']}, RSS {run['server_rss_mb']:.0f} MB{check}",
+        f"non-2xx {run['non_2xx']}, RSS {run['server_rss_mb']:.0f} MB "
+        f"(anon {run['server_rss_anon_mb']:.0f}){check}",
         flush=True,
     )
 
@@ -446,6 +456,13 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary.get("ratios_d_over_e"):
         ratios = ", ".join(f"{r:.3f}" for r in summary["ratios_d_over_e"])
         print(f"  d/e per rep (same rep): {ratios}")
+    memory = summary.get("m1lite_memory")
+    if memory:
+        print(
+            f"  m1lite after {memory['events_stored']:,} events stored: RSS "
+            f"{memory['rss_mb_at_end']:,.0f} MB, of it anonymous (heap) "
+            f"{memory['rss_anon_mb_at_end']:,.0f} MB"
+        )
     print("\ntargets:")
     for name, target in summary["targets"].items():
         value = target["value"]

@@ -167,10 +167,11 @@ def thread_cpu(pid: int) -> dict[int, float]:
     return found
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, kind: str = "VmRSS") -> int:
+    """Resident memory; kind "RssAnon" leaves out file pages (LMDB's map, libraries)."""
     with contextlib.suppress(OSError, ValueError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(kind + ":"):
                 return int(line.split()[1]) * 1024
     return 0
 

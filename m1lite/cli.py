@@ -1,4 +1,4 @@
-"""The `m1lite` operator command: serve, config-docs (more commands join in later issues)."""
+"""The `m1lite` operator command: serve, reindex, config-docs."""
 
 from __future__ import annotations
 
@@ -7,11 +7,17 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pyroaring import BitMap
 
 from m1lite import __version__
 from m1lite.config import Config, add_arguments, configuration_markdown, resolve
-from m1lite.storage.env import DataDirLocked
+from m1lite.storage.env import DataDirLock, DataDirLocked, LakeEnv
+
+REINDEX_BATCH = 20_000  # events per transaction, as the writer's largest group commit
 
 
 def _serve(config: Config) -> int:
@@ -65,6 +71,149 @@ def _serve(config: Config) -> int:
     return 0
 
 
+def _reindex(config: Config) -> int:
+    """Drop the `index` database and rebuild it from the log (the server must be stopped)."""
+    lock = DataDirLock(config.data)
+    if not (config.data / "lake").is_dir():
+        print(f"m1lite: {config.data} holds no m1lite data (no lake/ folder)", file=sys.stderr)
+        return 2
+    try:
+        lock.acquire()
+    except DataDirLocked as exc:
+        print(f"m1lite: {exc}; stop the server first", file=sys.stderr)
+        return 3
+    try:
+        lake = LakeEnv(
+            config.data / "lake",
+            map_size_mb=config.map_size_mb,
+            max_map_size_mb=config.max_map_size_mb,
+        )
+        try:
+            archived = _read_archived(lake)
+            with lake.write() as txn:
+                txn.drop(lake.dbs["index"], delete=False)
+            total = _rebuild(lake, archived if archived is not None else BitMap())
+        finally:
+            lake.close()
+    finally:
+        lock.release()
+    print(f"m1lite: reindexed {total:,} events", file=sys.stderr, flush=True)
+    return 0
+
+
+def _read_archived(lake: LakeEnv) -> BitMap | None:
+    """The keys written with publish=false: only the index knows them, so keep them."""
+    from m1lite.storage.index import ARCHIVED
+
+    archived = BitMap()
+    try:
+        with lake.read() as txn:
+            if not txn.stat(lake.dbs["index"])["entries"]:
+                print(
+                    "m1lite: warning: the old index is empty; events written with "
+                    "publish=false (if any) cannot be told apart and will be published",
+                    file=sys.stderr,
+                )
+                return None
+            cursor = txn.cursor(db=lake.dbs["index"])
+            found = cursor.set_range(ARCHIVED)
+            while found and bytes(cursor.key()).startswith(ARCHIVED):
+                archived |= BitMap.deserialize(bytes(cursor.value()))
+                found = cursor.next()
+    except Exception as exc:  # a damaged index is why one reindexes; say what is lost
+        print(
+            f"m1lite: warning: the old index is unreadable ({exc}); events written with "
+            "publish=false will be published",
+            file=sys.stderr,
+        )
+        return None
+    return archived
+
+
+def _rebuild(lake: LakeEnv, archived: BitMap) -> int:
+    """Replay every record through Index.add / persist / commit, one batch per transaction."""
+    import lmdb
+
+    from m1lite.schema import Schema, parse_date_ms
+    from m1lite.storage import log as event_log
+    from m1lite.storage.index import Index
+    from m1lite.storage.meta import MetaStore
+    from m1lite.system import SystemProperties
+
+    meta = MetaStore(lake)
+    system = SystemProperties(meta, initialised=True)
+    schema = Schema.from_list(meta.get("schema", []))
+    # The split Environment.field_kinds makes for the writer.
+    date_fields = schema.names_of_type("date") | {system.property_received}
+    text_fields = schema.names_of_type("text")
+    total_keys = event_log.next_key(lake)
+    index = Index()
+    done = 0
+    last_report = time.monotonic()
+    for first_key, records in _contiguous_batches(event_log.scan(lake, batch=REINDEX_BATCH)):
+        parts = _published_runs(first_key, records, archived)
+        while True:
+            seen = lake.map_size
+            try:
+                index.add(
+                    first_key,
+                    parts,
+                    date_fields=date_fields,
+                    text_fields=text_fields,
+                    date_ms=parse_date_ms,
+                )
+                with lake.write() as txn:
+                    index.persist(txn, lake.dbs["index"])
+            except lmdb.MapFullError:
+                index.rollback()
+                if not lake.grow(seen):
+                    raise
+                continue
+            except BaseException:
+                index.rollback()
+                raise
+            index.commit()
+            break
+        done += len(records)
+        if time.monotonic() - last_report >= 1 or done == total_keys:
+            print(
+                f"m1lite: reindexed {done:,} / {total_keys:,} events", file=sys.stderr, flush=True
+            )
+            last_report = time.monotonic()
+    return done
+
+
+def _contiguous_batches(
+    rows: Iterator[tuple[int, dict[str, Any]]],
+) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """(first key, records) runs of consecutive keys, at most REINDEX_BATCH long."""
+    first = -1
+    batch: list[dict[str, Any]] = []
+    for key, record in rows:
+        if batch and (key != first + len(batch) or len(batch) >= REINDEX_BATCH):
+            yield first, batch
+            batch = []
+        if not batch:
+            first = key
+        batch.append(record)
+    if batch:
+        yield first, batch
+
+
+def _published_runs(
+    first_key: int, records: list[dict[str, Any]], archived: BitMap
+) -> list[tuple[list[dict[str, Any]], dict[str, Any], bool]]:
+    """Index.add's parts: runs of records that share their published flag."""
+    parts: list[tuple[list[dict[str, Any]], dict[str, Any], bool]] = []
+    for offset, record in enumerate(records):
+        published = (first_key + offset) not in archived
+        if parts and parts[-1][2] == published:
+            parts[-1][0].append(record)
+        else:
+            parts.append(([record], {}, published))
+    return parts
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="m1lite",
@@ -78,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the server. Every flag also reads M1LITE_<FLAG> (the flag wins).",
     )
     add_arguments(serve)
+    reindex = commands.add_parser(
+        "reindex",
+        help="rebuild the query index from the event log (server stopped)",
+        description="Drop the index and rebuild it from the event log. Stop the server "
+        "first: reindex takes the data directory's lock (exit code 3 while a server holds "
+        "it). If interrupted, run it again.",
+    )
+    reindex.add_argument("--data", dest="data", default=None, help="Data directory.")
     commands.add_parser("config-docs", help="print docs/configuration.md from the settings table")
     return parser
 
@@ -86,5 +243,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         sys.exit(_serve(resolve(args)))
+    if args.command == "reindex":
+        sys.exit(_reindex(resolve(args)))
     if args.command == "config-docs":
         sys.stdout.write(configuration_markdown())

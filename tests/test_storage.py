@@ -423,3 +423,67 @@ def test_postings_built_while_a_commit_is_pending_include_it(tmp_path: Path) -> 
         Expected(lake).assert_matches(loaded_index(lake))
     finally:
         lake.close()
+
+
+def test_a_field_name_too_long_to_index_fails_no_commit(tmp_path: Path) -> None:
+    """One event's unindexable field must not fail the group commit it shares with other
+    clients' acknowledged events: it stays in the log and is left out of the index."""
+    long = "n" * 600
+    odd = {
+        long: 1,
+        long + "d": 1_700_000_000_000,  # a date, by name below
+        long + "s": "x",
+        long + "b": True,
+        long + "l": [1, 2, "three"],
+        "nul\x00name": 2.5,
+        "fine": "kept",
+    }
+    lake = LakeEnv(tmp_path / "lake", map_size_mb=16, max_map_size_mb=16)
+    index = Index()
+    writer = Writer(
+        lake,
+        index,
+        next_key=0,
+        field_kinds=lambda: (frozenset({long + "d"}), frozenset()),
+        date_ms=parse_date_ms,
+        group_commit_s=HANG_GUARD_S,  # the async event waits for the durable one
+    )
+    writer.start()
+    try:
+        assert writer.submit([{"other": "client"}]) is None
+        keys = asyncio.run(write_durable(writer, [dict(odd)], shared={long + "x": 3}))
+        assert keys == [1] and writer.commits == 1
+    finally:
+        writer.stop()
+    try:
+        assert [r["_m1key"] for r in event_log.get_records(lake, [0, 1])] == [0, 1]
+        stored = event_log.get_records(lake, [1])[0]
+        assert {name: stored[name] for name in odd} == odd
+        for seen in (index, loaded_index(lake)):
+            assert seen.term_keys("other", "client") == BitMap([0])
+            assert seen.term_keys("fine", "kept") == BitMap([1])
+            names = set(seen.fields) | set(seen.numbers) | set(seen.number_extras)
+            assert names == {"other", "fine"}
+    finally:
+        lake.close()
+
+
+def test_a_request_that_fails_its_commit_takes_no_other_request_with_it(tmp_path: Path) -> None:
+    """Defence in depth: whatever slips past validation and fails a group commit, the
+    other requests of that commit (acknowledged async events among them) are stored."""
+    lake = LakeEnv(tmp_path / "lake", map_size_mb=16, max_map_size_mb=16)
+    writer = open_writer(lake, Index(), group_commit_s=HANG_GUARD_S)
+    try:
+        assert writer.submit(records(0, 3)) is None
+        with pytest.raises(Unavailable):
+            asyncio.run(write_durable(writer, [{"unencodable": object()}]))
+        keys = asyncio.run(write_durable(writer, records(3, 2)))
+        assert keys == [3, 4]
+    finally:
+        writer.stop()
+    try:
+        expected = Expected(lake)
+        assert expected.count == 5
+        expected.assert_matches(loaded_index(lake))
+    finally:
+        lake.close()

@@ -16,6 +16,7 @@ from m1lite.errors import BadRequest, Conflict, NotFound
 from m1lite.params import Params
 from m1lite.query.ast import Node
 from m1lite.query.execute import KEY_FIELD, QueryContext, execute
+from m1lite.query.facets import FacetRequest, parse_facets, run_facets
 from m1lite.query.parser import parse, parse_fl, parse_sort
 from m1lite.query.results import SortSpec, csv_columns, page_keys, project, to_csv
 from m1lite.storage import log as event_log
@@ -50,7 +51,7 @@ class QueryRequest:
     sort: SortSpec
     fl: list[str] | None
     csv: bool
-    facet: Any  # the parsed facet request, or None
+    facet: FacetRequest | None
     echo: dict[str, Any]
 
 
@@ -92,7 +93,7 @@ def read_request(params: Params) -> QueryRequest:
         raise _bad(f"format must be json or csv, not {output!r}")
     facet = None
     if body is not None and "facet" in body and output == "json":
-        facet = _parse_facets(body)
+        facet = parse_facets(body)
     return QueryRequest(
         stores=stores,
         query=parse(q),
@@ -105,18 +106,6 @@ def read_request(params: Params) -> QueryRequest:
         facet=facet,
         echo=_echo(params, fl),
     )
-
-
-def _parse_facets(body: dict[str, Any]) -> Any:
-    from m1lite.query.facets import parse_facets
-
-    return parse_facets(body)
-
-
-def _run_facets(facet: Any, keys: Any, ctx: QueryContext) -> Any:
-    from m1lite.query.facets import run_facets
-
-    return run_facets(facet, keys, ctx)
 
 
 def _json_request(params: Params) -> dict[str, Any] | None:
@@ -226,7 +215,7 @@ def _answer(env: Environment, request: QueryRequest, upto: int | None, started: 
         if not keys:
             break
         keys &= execute(node, ctx)
-    facets = None if request.facet is None else _run_facets(request.facet, keys, ctx)
+    facets = None if request.facet is None else run_facets(request.facet, keys, ctx)
     page = page_keys(keys, request.sort, request.start, request.rows, ctx)
     docs = project(event_log.get_records(env.lake, page), request.fl)
     if request.csv:

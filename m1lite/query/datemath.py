@@ -14,6 +14,7 @@ and year steps are calendar steps that clamp the day (Jan 31 + 1MONTH = Feb 28 o
 in Solr (java.time).
 
 Results are epoch milliseconds limited to years 1–9999, the range m1lite stores dates in.
+Every error is a BadRequest (400) with the code `bad_date` and a message that says why.
 """
 
 from __future__ import annotations
@@ -89,13 +90,13 @@ def resolve_date(text: str, now_ms: int) -> int:
         if match is None:
             if _EPOCH_ANCHOR.fullmatch(expr):
                 return _check(int(expr), text)
-            raise BadRequest(
+            raise _bad(
                 f"not a date: {text!r} (use an ISO date such as 2021-02-23T19:18:04Z, "
                 "or NOW, optionally with date math such as NOW-7DAYS or NOW/DAY)"
             )
         anchor_ms = parse_date_ms(match.group())
         if anchor_ms is None:
-            raise BadRequest(f"not a valid date: {match.group()!r} in {text!r}")
+            raise _bad(f"not a valid date: {match.group()!r} in {text!r}")
         anchor = anchor_ms
         rest = match.end()
     return _apply(_check(anchor, text), _parse_ops(expr, rest, text), text)
@@ -133,7 +134,7 @@ def parse_gap(gap: str) -> Gap:
         expr = "+" + expr
     ops = _parse_ops(expr, 0, gap)
     if not ops:
-        raise BadRequest(f"empty date gap {gap!r}: use e.g. +1HOUR, +1DAY or +1MONTH")
+        raise _bad(f"empty date gap {gap!r}: use e.g. +1HOUR, +1DAY or +1MONTH")
     fixed: int | None = 0
     for kind, amount, unit in ops:
         if kind == "/" or unit not in _FIXED_MS or fixed is None:
@@ -144,7 +145,7 @@ def parse_gap(gap: str) -> Gap:
     # 2000-01-31 and 2001-02-28 expose month clamping; 1970 is a plain midnight.
     for sample in (0, 949_276_800_000, 983_318_400_000):
         if result.add(sample) <= sample:
-            raise BadRequest(f"date gap {gap!r} must be positive, e.g. +1DAY")
+            raise _bad(f"date gap {gap!r} must be positive, e.g. +1DAY")
     return result
 
 
@@ -154,7 +155,7 @@ def _parse_ops(expr: str, pos: int, original: str) -> list[_Op]:
     while pos < end:
         match = _OP.match(expr, pos)
         if match is None:
-            raise BadRequest(
+            raise _bad(
                 f"bad date math in {original!r} at character {pos + 1}: expected "
                 "+N UNIT, -N UNIT or /UNIT (e.g. NOW-7DAYS, NOW/DAY+1DAY)"
             )
@@ -171,7 +172,7 @@ def _parse_ops(expr: str, pos: int, original: str) -> list[_Op]:
 def _unit(text: str, original: str) -> str:
     unit = _UNITS.get(text.upper())
     if unit is None:
-        raise BadRequest(f"unknown date unit {text!r} in {original!r}: use {_UNIT_LIST}")
+        raise _bad(f"unknown date unit {text!r} in {original!r}: use {_UNIT_LIST}")
     return unit
 
 
@@ -200,7 +201,7 @@ def _add_months(ms: int, months: int, original: str) -> int:
     day = date.fromordinal(days + _EPOCH_ORDINAL)
     year, month0 = divmod(day.year * 12 + day.month - 1 + months, 12)
     if not 1 <= year <= 9999:
-        raise BadRequest(f"date math {original!r} leaves the years 1–9999")
+        raise _bad(f"date math {original!r} leaves the years 1–9999")
     month = month0 + 1
     # Clamp like java.time: Jan 31 + 1 month is the last day of February.
     last = calendar.monthrange(year, month)[1]
@@ -208,7 +209,12 @@ def _add_months(ms: int, months: int, original: str) -> int:
     return (moved.toordinal() - _EPOCH_ORDINAL) * _MS_PER_DAY + rest
 
 
+def _bad(message: str) -> BadRequest:
+    # One error code for every date problem, whether in q, fq or a range facet.
+    return BadRequest(message, code="bad_date")
+
+
 def _check(ms: int, original: str) -> int:
     if not MIN_MS <= ms <= MAX_MS:
-        raise BadRequest(f"date math {original!r} leaves the years 1–9999")
+        raise _bad(f"date math {original!r} leaves the years 1–9999")
     return ms

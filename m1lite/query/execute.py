@@ -46,6 +46,7 @@ from m1lite.query.ast import (
     Term,
     Wildcard,
 )
+from m1lite.query.datemath import resolve_date
 from m1lite.schema import Schema, parse_date_ms
 from m1lite.storage.index import FieldIndex, Index, tokens
 
@@ -287,8 +288,6 @@ class QueryContext:
         ms = parse_date_ms(text)
         if ms is not None:
             return ms
-        from m1lite.query.datemath import resolve_date
-
         return resolve_date(text, self.now_ms)
 
 

@@ -220,6 +220,8 @@ class _Parser:
                 self.fail(start, f"{quoted} has no field; write field:{quoted}")
             return self.postfix(self.leaf(Term(field, value, True), start))
         if char in "[{":
+            if text.startswith("{!", start):
+                self.fail(start, "local parameters ({!...}) are not supported")
             if field is None:
                 self.fail(start, "a range needs a field, e.g. price:[1 TO 5]")
             return self.postfix(self.range(field))

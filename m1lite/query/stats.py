@@ -40,13 +40,11 @@ from typing import Any, Protocol
 import numpy as np
 from pyroaring import BitMap
 
+from m1lite.query.execute import KEY_FIELD, bitmap_array, sorted_terms
 from m1lite.schema import format_date_ms
 from m1lite.storage.index import FieldIndex, Index
 
-KEY_FIELD = "_m1key"  # not stored as a column: its values are the keys themselves
-NUMERIC_STATS = frozenset(
-    {"sum", "avg", "min", "max", "sumsq", "variance", "stddev", "percentile"}
-)
+NUMERIC_STATS = frozenset({"sum", "avg", "min", "max", "sumsq", "variance", "stddev", "percentile"})
 FIELD_STATS = NUMERIC_STATS | {"unique", "hll", "missing", "countvals"}
 ALL_STATS = FIELD_STATS | {"count"}
 
@@ -55,10 +53,14 @@ _EMPTY_F64 = np.zeros(0, dtype=np.float64)
 
 
 class FieldTypes(Protocol):
-    """What the facet engine needs to know about declared properties."""
+    """What the facet engine needs to know about declared properties (QueryContext)."""
 
-    def field_type(self, name: str) -> str | None:
-        """The schema type (`string`, `date`, `double`...) or None when undeclared."""
+    def is_date(self, name: str) -> bool:
+        """Dates are stored as epoch ms in the numbers column and shown as ISO text."""
+        ...
+
+    def declared_type(self, name: str) -> str | None:
+        """The schema type (`string`, `double`...) or None when undeclared."""
         ...
 
 
@@ -74,14 +76,7 @@ class StatSpec:
 
 def keys_of(bitmap: BitMap) -> np.ndarray:
     """The keys of a bitmap as a sorted int64 array."""
-    return np.frombuffer(bitmap.to_array(), dtype=np.uint32).astype(np.int64)
-
-
-def bitmap_of(keys: np.ndarray) -> BitMap:
-    """A bitmap of int keys (any order); via array('I') because BitMap(ndarray) iterates."""
-    from array import array
-
-    return BitMap(array("I", np.ascontiguousarray(keys, dtype=np.uint32).tobytes()))
+    return bitmap_array(bitmap).astype(np.int64)
 
 
 def gather(column: np.ndarray, keys: np.ndarray, fill: Any) -> np.ndarray:
@@ -165,7 +160,7 @@ def _entries_to_extras(
         return Extras(_EMPTY_I64, np.zeros(1, np.int64), np.zeros(0, dtype), upto, entries)
     keys = np.fromiter((k for k, _ in items), dtype=np.int64, count=len(items))
     lengths = np.fromiter((len(v) for _, v in items), dtype=np.int64, count=len(items))
-    flat = np.fromiter(
+    flat: np.ndarray = np.fromiter(
         itertools.chain.from_iterable(v for _, v in items), dtype=dtype, count=int(lengths.sum())
     )
     owner = np.repeat(np.arange(len(items)), lengths)
@@ -259,83 +254,6 @@ def _extend(
     return _merge_extras(cached, added)
 
 
-# ---------------------------------------------------------------------------- string order
-
-
-@dataclass(frozen=True, slots=True)
-class StringOrder:
-    """Index order of a dictionary: booleans (false, true) first, then strings in code
-    point order (which is UTF-8 byte order, Solr's index order)."""
-
-    size: int
-    last: Any  # values[size-1], to notice a rollback that reused ids
-    bool_ids: tuple[int, ...]  # in order false, true
-    str_ids: np.ndarray  # int64 ids of the strings, in value order
-    str_values: np.ndarray  # object array: those strings, in the same order
-    sorted_ids: np.ndarray  # bool_ids then str_ids
-    rank: np.ndarray  # int64, id -> position in sorted_ids
-
-
-_order_lock = threading.Lock()
-_order_cache: weakref.WeakKeyDictionary[FieldIndex, StringOrder] = weakref.WeakKeyDictionary()
-
-
-def string_rank(field: FieldIndex, size: int) -> StringOrder:
-    """Value order of the first `size` (> 0) dictionary entries; extended incrementally
-    as the dictionary grows (only the new values are sorted and merged in)."""
-    values = field.values
-    with _order_lock:
-        cached = _order_cache.get(field)
-        if cached is not None and cached.size == size and values[size - 1] is cached.last:
-            return cached
-        reuse = cached is not None and 0 < cached.size < size
-        if cached is not None and reuse and values[cached.size - 1] is cached.last:
-            start, bools = cached.size, dict.fromkeys(cached.bool_ids)
-            str_ids, str_values = cached.str_ids, cached.str_values
-        else:
-            start, bools = 0, {}
-            str_ids, str_values = _EMPTY_I64, np.zeros(0, dtype=object)
-        new_strings = []
-        for i in range(start, size):
-            if isinstance(values[i], bool):
-                bools[i] = None
-            else:
-                new_strings.append(i)
-        new_strings.sort(key=values.__getitem__)
-        new_values = np.array([values[i] for i in new_strings], dtype=object)
-        new_ids = np.array(new_strings, dtype=np.int64)
-        if str_values.size and new_values.size:
-            where = np.searchsorted(str_values, new_values)
-            str_values = np.insert(str_values, where, new_values)
-            str_ids = np.insert(str_ids, where, new_ids)
-        elif new_values.size:
-            str_values, str_ids = new_values, new_ids
-        bool_ids = tuple(sorted(bools, key=values.__getitem__))
-        sorted_ids = np.concatenate([np.array(bool_ids, dtype=np.int64), str_ids])
-        rank = np.empty(size, dtype=np.int64)
-        rank[sorted_ids] = np.arange(size)
-        order = StringOrder(
-            size, values[size - 1], bool_ids, str_ids, str_values, sorted_ids, rank
-        )
-        _order_cache[field] = order
-        return order
-
-
-def prefix_ids(order: StringOrder, prefix: str) -> np.ndarray:
-    """Ids of the strings starting with prefix: a contiguous run in value order, found
-    by bisection (no successor string needed, which U+10FFFF would make awkward)."""
-    strings = order.str_values
-    lo = int(np.searchsorted(strings, np.array([prefix], dtype=object))[0])
-    low, high = lo, strings.size  # first index at or after lo not starting with prefix
-    while low < high:
-        middle = (low + high) // 2
-        if strings[middle].startswith(prefix):
-            low = middle + 1
-        else:
-            high = middle
-    return order.str_ids[lo:low]
-
-
 # ---------------------------------------------------------------------------- field data
 
 
@@ -343,10 +261,10 @@ class FieldData:
     """One field at one `visible_upto`: everything a facet reads about its values."""
 
     def __init__(self, index: Index, name: str, upto: int, types: FieldTypes) -> None:
-        declared = types.field_type(name)
+        declared = types.declared_type(name)
         self.name = name
         self.is_key = name == KEY_FIELD
-        self.is_date = declared == "date"
+        self.is_date = types.is_date(name)
         self.declared = declared
         self.strings: FieldIndex | None = index.fields.get(name)
         self.n_values = 0
@@ -356,16 +274,12 @@ class FieldData:
             codes = self.strings.codes  # one read: the writer may swap in a grown array
             self.codes = codes[: min(upto, len(codes))]
             self.n_values = len(self.strings.values)  # after upto: covers visible ids
-            self.string_extras = extras_for(
-                index, "s", name, self.strings.extras, upto, self.codes
-            )
+            self.string_extras = extras_for(index, "s", name, self.strings.extras, upto, self.codes)
         column = index.numbers.get(name)
         self.numbers = _EMPTY_F64 if column is None else column[: min(upto, len(column))]
         number_extras = index.number_extras.get(name)
         self.number_extras = (
-            None
-            if not number_extras
-            else extras_for(index, "n", name, number_extras, upto, None)
+            None if not number_extras else extras_for(index, "n", name, number_extras, upto, None)
         )
 
     @property
@@ -560,9 +474,7 @@ class GroupedStats:
         # Two passes (deviations from the mean) rather than sumsq/n - mean², which can
         # come out slightly negative through cancellation.
         deviation = values - mean[groups]
-        variance = np.where(
-            sizes > 0, np.bincount(groups, deviation * deviation, n) / safe, 0.0
-        )
+        variance = np.where(sizes > 0, np.bincount(groups, deviation * deviation, n) / safe, 0.0)
         if func == "variance":
             return [_float_or_none(v) for v in variance]
         if func == "stddev":
@@ -584,13 +496,14 @@ class GroupedStats:
         if data.n_values and data.strings is not None and (sizes == 0).any():
             where, ids = data.string_pairs(self.keys)
             if ids.size:
-                order = string_rank(data.strings, data.n_values)
-                ranks = order.rank[ids]
+                terms = sorted_terms(data.strings, data.n_values)
+                ranks = terms.rank()[ids]
+                in_order = np.array(terms.order, dtype=np.int64)
                 groups = self.groups[where]
                 sign = 1 if func == "min" else -1
                 best = np.full(self.n, np.iinfo(np.int64).max, dtype=np.int64)
                 np.minimum.at(best, groups, sign * ranks)
                 for g in np.flatnonzero((sizes == 0) & (best != np.iinfo(np.int64).max)):
-                    value_id = int(order.sorted_ids[sign * int(best[g])])
+                    value_id = int(in_order[sign * int(best[g])])
                     out[g] = data.string_out(value_id)
         return out

@@ -52,6 +52,20 @@ def _bool_key(value: bool) -> tuple[str, bool]:
     return ("bool", value)
 
 
+def indexable_name(name: str) -> bool:
+    """Whether a field can be indexed: its name must fit in an LMDB key. Checked for every
+    kind of field, since one unfit key fails the whole group commit, and with it other
+    clients' events that were already acknowledged. The event keeps it in the log."""
+    return "\x00" not in name and len(name.encode()) <= MAX_FIELD_NAME_BYTES
+
+
+def _number_slot(
+    numbers: dict[str, tuple[list[int], list[float]]], name: str
+) -> tuple[list[int], list[float]] | None:
+    """A batch's (keys, values) lists of a numeric field; None when it cannot be indexed."""
+    return numbers.setdefault(name, ([], [])) if indexable_name(name) else None
+
+
 def tokens(text: str) -> list[str]:
     """Terms of a `text` property: lower-cased word characters."""
     return _TOKEN.findall(text.lower())
@@ -200,9 +214,10 @@ class Index:
                         if name in date_fields:
                             ms = date_ms(value)
                             if ms is not None:
-                                slot = numbers.get(name) or numbers.setdefault(name, ([], []))
-                                slot[0].append(key)
-                                slot[1].append(float(ms))
+                                slot = numbers.get(name) or _number_slot(numbers, name)
+                                if slot is not None:
+                                    slot[0].append(key)
+                                    slot[1].append(float(ms))
                             continue
                         if name in text_fields:
                             self._add_multi(batch, name, key, tokens(value))
@@ -224,7 +239,9 @@ class Index:
                             if ms is None:
                                 continue
                             value = ms
-                        slot = numbers.get(name) or numbers.setdefault(name, ([], []))
+                        slot = numbers.get(name) or _number_slot(numbers, name)
+                        if slot is None:
+                            continue
                         slot[0].append(key)
                         slot[1].append(float(value))
                     elif kind is bool:
@@ -265,12 +282,14 @@ class Index:
                 pair[0].extend(keys)
                 pair[1].extend([value_id] * len(keys))
             elif isinstance(value, int | float):
-                slot = batch.numbers.setdefault(name, ([], []))
+                slot = _number_slot(batch.numbers, name)
+                if slot is None:
+                    continue
                 slot[0].extend(keys)
                 slot[1].extend([float(value)] * len(keys))
 
     def _new_field(self, name: str) -> FieldIndex | None:
-        if "\x00" in name or len(name.encode()) > MAX_FIELD_NAME_BYTES:
+        if not indexable_name(name):
             return None  # kept in the log, not indexable as a field name
         index = self.fields[name] = FieldIndex(name)
         return index
@@ -281,6 +300,8 @@ class Index:
 
     def _add_multi(self, batch: _Batch, name: str, key: int, values: list[Any]) -> None:
         """Slow path: booleans and arrays. First value in the column, the rest in extras."""
+        if not indexable_name(name):
+            return
         first_string = True
         first_number = True
         for value in values:

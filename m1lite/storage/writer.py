@@ -95,7 +95,9 @@ class Writer:
             # Checked under the lock: `stop` flips `_running` under it too, so a
             # submission either lands before the final drain or is refused; never
             # queued after the writer thread has exited (a lost 204, a hung future).
-            if self.storage_full:
+            # While full, async events are refused (a 204 would promise what cannot be kept);
+            # async=false writes go through and learn the truth, so one can see space return.
+            if self.storage_full and not durable:
                 raise StorageFull("storage is full: the event log cannot grow; nothing was stored")
             if not self._running:
                 raise Unavailable("the server is shutting down; nothing was stored")
@@ -163,8 +165,19 @@ class Writer:
             try:
                 self._commit_with_growth(batch)
             except Exception as exc:  # never let the writer thread die silently
-                log.exception("commit failed")
-                self._fail(batch, exc)
+                if len(batch) == 1:
+                    log.exception("commit failed")
+                    self._fail(batch, exc)
+                    continue
+                # Something in one request failed the group commit: commit the requests
+                # one by one, so only that one fails, not others' acknowledged events.
+                log.exception("group commit failed; retrying its %d requests alone", len(batch))
+                for submission in batch:
+                    try:
+                        self._commit_with_growth([submission])
+                    except Exception as alone:
+                        log.exception("commit failed")
+                        self._fail([submission], alone)
 
     def _commit_with_growth(self, batch: list[_Submission]) -> None:
         while True:
@@ -177,15 +190,24 @@ class Writer:
                 if self._lake.grow(seen):
                     log.info("LMDB map grown to %d MiB", self._lake.map_size >> 20)
                     continue
-                self.storage_full = True
                 log.error("storage full at %d MiB; refusing writes", self._lake.map_size >> 20)
-                if not self._running:
-                    lost = sum(len(s.records) for s in batch if s.future is None)
-                    log.error("stopping while full: %d queued async events not stored", lost)
-                    self._fail(batch, StorageFull("storage is full"))
-                    return
-                self._hold_async(batch)
+                self._storage_exhausted(batch)
                 return
+            except lmdb.Error as exc:
+                if not _is_disk_full(exc):
+                    raise
+                log.error("disk full (%s); refusing writes", exc)
+                self._storage_exhausted(batch)
+                return
+
+    def _storage_exhausted(self, batch: list[_Submission]) -> None:
+        self.storage_full = True
+        if not self._running:
+            lost = sum(len(s.records) for s in batch if s.future is None)
+            log.error("stopping while full: %d queued async events not stored", lost)
+            self._fail(batch, StorageFull("storage is full"))
+            return
+        self._hold_async(batch)
 
     def _commit(self, batch: list[_Submission]) -> None:
         lake = self._lake
@@ -243,6 +265,13 @@ class Writer:
     def _fail(self, batch: list[_Submission], exc: Exception) -> None:
         for submission in batch:
             _settle(submission, Unavailable(f"the write could not be committed: {exc}"))
+
+
+def _is_disk_full(exc: lmdb.Error) -> bool:
+    """ENOSPC/EDQUOT (or the EIO a failed flush reports after them) from a commit: the
+    disk, not the map, is the problem; hold the events and retry, never drop them."""
+    text = str(exc)
+    return any(s in text for s in ("No space left", "Disk quota", "Input/output error"))
 
 
 def _settle(submission: _Submission, outcome: list[int] | Exception) -> None:

@@ -329,3 +329,22 @@ def test_second_server_on_the_same_data_dir_refuses_to_start(tmp_path: Path, ser
     assert first.client.get("/ping").status_code == 200
     assert [r["marker"] for r in first.get(keys)] == ["first"]
     assert first.write([{"marker": "still"}], durable=True).json() == [keys[0] + 1]
+
+
+# -- 5. bad input in one request never costs another request its events -----------------
+
+
+def test_an_unindexable_field_loses_no_other_acknowledged_event(tmp_path: Path, serve: Any) -> None:
+    # A long group commit puts both requests' events into one commit, deterministically.
+    server = serve(tmp_path / "data", "--group-commit-ms", "60000")
+    assert server.write([{"marker": "queued"}], durable=False).status_code == 204
+    odd = {"marker": "odd", "n" * 600: 1, "s" * 600: "x"}
+    response = server.write([odd], durable=True)
+    assert response.status_code == 200, response.text
+    assert response.json() == [1]
+    records = server.get([0, 1])
+    assert [r["marker"] for r in records] == ["queued", "odd"]
+    assert records[1]["n" * 600] == 1 and records[1]["s" * 600] == "x"
+    assert server.sigterm() == 0
+    restarted = serve(tmp_path / "data")
+    assert [r["marker"] for r in restarted.get([0, 1])] == ["queued", "odd"]
