@@ -261,10 +261,15 @@ async def _fill(writer: Writer, pad: str) -> list[int]:
 
 
 async def _submit_both(writer: Writer) -> None:
+    # async: refused at once (a 204 would promise what cannot be kept) ...
     with pytest.raises(StorageFull):
         writer.submit(records(0, 1))
+    # ... async=false: tried, and answered 507 when the commit still does not fit (the
+    # same size as the write that just failed).
+    future = writer.submit(records(writer.next_key, 40, pad="x" * 600), durable=True)
+    assert future is not None
     with pytest.raises(StorageFull):
-        writer.submit(records(0, 1), durable=True)
+        await future
 
 
 def test_map_full_leaves_memory_and_disk_agreeing(tmp_path: Path) -> None:
@@ -276,7 +281,7 @@ def test_map_full_leaves_memory_and_disk_agreeing(tmp_path: Path) -> None:
         assert acked == list(range(len(acked))) and acked
         assert writer.storage_full
         assert lake.map_size == MIB, "no growth past the cap"
-        asyncio.run(_submit_both(writer))  # async and durable alike: 507, nothing queued
+        asyncio.run(_submit_both(writer))  # both 507, nothing queued
         assert writer.next_key == event_log.next_key(lake) == len(acked)
         expected = Expected(lake)
         assert expected.count == len(acked)
