@@ -16,9 +16,9 @@ Server CPU comes from /proc for the server process, so CPU µs per request holds
 wrk shares the cores. After each m1lite run the bench waits for the writer to drain and
 checks /health's event count against what wrk sent and what was acknowledged.
 
-`--profile DIR` instead samples the servers with py-spy under the closed-loop loads asked
-for (`--only abcde`; `--profile-gil` to sample only the thread holding the GIL) and prints
-the threads' CPU and the top functions by self and cumulative time.
+`--profile DIR` instead samples the servers with py-spy under the loads asked for
+(`--only`; `--profile-gil` samples only the thread holding the GIL) and prints the
+threads' CPU and the top functions by self and cumulative time.
 """
 
 from __future__ import annotations
@@ -141,10 +141,14 @@ def login(server: common.Server) -> str:
     return response.text.strip()
 
 
-def stored_events(server: common.Server, token: str, settle_s: float = 0.2) -> int:
-    """The lake's event count once the writer has drained (stable over three polls)."""
+def stored_events(
+    server: common.Server, token: str, settle_s: float = 0.2, backlog: list[int] | None = None
+) -> int:
+    """The lake's event count once the writer has drained (stable over three polls).
+    `backlog` receives the events still queued or uncommitted at the first poll."""
     seen: list[int] = []
     deadline = time.monotonic() + 120
+    first = True
     while time.monotonic() < deadline:
         response = httpx.get(
             server.base_url + "/health", headers={"m1-auth-token": token}, timeout=30
@@ -153,8 +157,14 @@ def stored_events(server: common.Server, token: str, settle_s: float = 0.2) -> i
         health = response.json()
         events = int(health["lake"]["details"]["events"])
         queued = int(health["db"]["details"]["queuedEvents"])
+        if first and backlog is not None:
+            backlog.append(events)
+            backlog.append(queued)
+        first = False
         seen = [*seen[-2:], events] if queued == 0 else []
         if len(seen) == 3 and len(set(seen)) == 1:
+            if backlog is not None:
+                backlog[0] = events - backlog[0]  # committed after wrk had stopped
             return events
         time.sleep(settle_s)
     raise BenchFailure("the writer did not drain within 120 s")
@@ -332,9 +342,18 @@ def verify_counts(
     """wrk stops mid-flight: requests it sent but whose answer it never read may or may not
     have been stored, so stored must lie in [acknowledged, sent]. The open-loop generator
     reads every answer, so there stored must equal acknowledged."""
-    stored = stored_events(server, ctx.token) - before
+    backlog: list[int] = []
+    stored = stored_events(server, ctx.token, backlog=backlog) - before
     ok = stored == acked if exact else acked <= stored <= sent
-    return {"sent": sent, "acknowledged": acked, "stored": stored, "ok": ok}
+    return {
+        "sent": sent,
+        "acknowledged": acked,
+        "stored": stored,
+        "ok": ok,
+        # how far the writer lagged when the load stopped (async=true queues in memory)
+        "committed_after_load": backlog[0],
+        "queued_after_load": backlog[1],
+    }
 
 
 # -- reporting ---------------------------------------------------------------------------
@@ -377,6 +396,11 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         same = {r["scenario"]: r for r in runs if r["rep"] == rep}
         if "a" in same and "b" in same:
             summary["ratios_b_over_a"].append(same["b"]["rps"] / same["a"]["rps"])
+            # The same ratio from CPU per request: what it would be if each server had a
+            # whole core, which other load on a shared machine does not disturb as much.
+            summary.setdefault("cpu_ratios_b_over_a", []).append(
+                same["a"]["server_cpu_us_per_request"] / same["b"]["server_cpu_us_per_request"]
+            )
         if "e" in same and "d" in same:
             summary.setdefault("ratios_d_over_e", []).append(same["d"]["rps"] / same["e"]["rps"])
     m1_runs = [r for r in runs if "verify" in r]
@@ -392,6 +416,9 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         ratio = common.median_range(summary["ratios_b_over_a"])
         targets["b/a ratio >= 0.70"] = {"value": ratio, "met": ratio[0] >= TARGET_RATIO}
     if "d" in scen:
+        cpu = scen["d"]["server_cpu_us_per_request"]
+        per_core = tuple(1e6 * SCENARIOS["d"].events / x for x in (cpu[0], cpu[2], cpu[1]))
+        summary["d_events_per_s_per_core"] = per_core
         value = scen["d"]["events_per_s"]
         targets["d events/s >= 100,000"] = {
             "value": value,
@@ -416,7 +443,8 @@ def print_run(run: dict[str, Any]) -> None:
     if verify:
         check = (
             f"  stored {verify['stored']:,} / acked {verify['acknowledged']:,} / "
-            f"sent {verify['sent']:,} {'ok' if verify['ok'] else 'MISMATCH'}"
+            f"sent {verify['sent']:,} {'ok' if verify['ok'] else 'MISMATCH'}, writer "
+            f"backlog at stop {verify['committed_after_load']:,}"
         )
     print(
         f"  [{run['scenario']}] rep {run['rep']} {run['title']}: {run['rps']:,.0f} req/s{extra}, "
@@ -453,6 +481,14 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary["ratios_b_over_a"]:
         ratios = ", ".join(f"{r:.3f}" for r in summary["ratios_b_over_a"])
         print(f"\n  b/a per rep (same rep): {ratios}")
+    if summary.get("cpu_ratios_b_over_a"):
+        ratios = ", ".join(f"{r:.3f}" for r in summary["cpu_ratios_b_over_a"])
+        print(f"  b/a from CPU µs per request (a whole core each): {ratios}")
+    if summary.get("d_events_per_s_per_core"):
+        print(
+            f"  d events/s per server core (from CPU µs/req): "
+            f"{rng(summary['d_events_per_s_per_core'])}"
+        )
     if summary.get("ratios_d_over_e"):
         ratios = ", ".join(f"{r:.3f}" for r in summary["ratios_d_over_e"])
         print(f"  d/e per rep (same rep): {ratios}")
@@ -492,49 +528,54 @@ def failures(runs: list[dict[str, Any]]) -> list[str]:
 # -- profiling -----------------------------------------------------------------------------
 
 
+def _load(ctx: Context, scenario: Scenario, duration_s: float) -> tuple[float, int]:
+    """Run one scenario's load for the profiler: (requests/s, requests)."""
+    server = ctx.servers[scenario.server]
+    bodies = bodies_for(ctx, scenario)
+    headers = headers_for(ctx)
+    if scenario.key == "f":
+        fixed = common.run_open_loop(
+            server.base_url,
+            "/write",
+            headers,
+            bodies,
+            rate=ctx.args.rate,
+            duration_s=duration_s,
+            connections=ctx.args.rate_connections,
+        )
+        return fixed.achieved_rps, fixed.completed
+    url = server.base_url + ("/e" if scenario.server == "bare" else "/write")
+    result = common.run_wrk(url, bodies, headers, ctx.workdir, duration_s=duration_s)
+    return result.rps, result.requests
+
+
 def profile(ctx: Context, out_dir: Path) -> dict[str, Any]:
-    """py-spy under each closed-loop load asked for (a-e); raw collapsed stacks plus a
-    summary per load. Profiling the bare app too shows what the shared HTTP stack costs."""
+    """py-spy under each load asked for; raw collapsed stacks plus a summary per load.
+    Profiling the bare app too shows what the HTTP stack both share costs."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         raise SystemExit("py-spy not found: .venv/bin/pip install py-spy")
     out_dir.mkdir(parents=True, exist_ok=True)
     profiles = {}
-    for key in [k for k in ctx.args.only if k != "f"]:
+    for key in ctx.args.only:
         scenario = SCENARIOS[key]
         server = ctx.servers[scenario.server]
-        bodies = bodies_for(ctx, scenario)
-        url = server.base_url + ("/e" if scenario.server == "bare" else "/write")
-        common.run_wrk(url, bodies, headers_for(ctx), ctx.workdir, duration_s=ctx.args.warmup)
+        _load(ctx, scenario, ctx.args.warmup)
         raw = out_dir / f"prof-{key}.txt"
         # --nonblocking: do not pause the server to sample it, so the load runs as measured.
+        gil = ["--gil"] if ctx.args.profile_gil else []
         spy = subprocess.Popen(
             [
-                py_spy,
-                "record",
-                "--rate",
-                str(ctx.args.profile_rate),
-                "-d",
-                f"{ctx.args.duration:g}",
-                "-f",
-                "raw",
-                "--threads",
-                "--nonblocking",
-                "--full-filenames",
-                *(["--gil"] if ctx.args.profile_gil else []),
-                "-o",
-                str(raw),
-                "-p",
-                str(server.pid),
+                *(py_spy, "record", "--rate", str(ctx.args.profile_rate)),
+                *("-d", f"{ctx.args.duration:g}", "-f", "raw", "--threads", "--nonblocking"),
+                *("--full-filenames", *gil, "-o", str(raw), "-p", str(server.pid)),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
         before = common.thread_cpu(server.pid)
         with common.Meter(server.pid) as meter:
-            result = common.run_wrk(
-                url, bodies, headers_for(ctx), ctx.workdir, duration_s=ctx.args.duration + 1
-            )
+            rps, requests = _load(ctx, scenario, ctx.args.duration + 1)
         after = common.thread_cpu(server.pid)
         _, err = spy.communicate(timeout=60)
         if spy.returncode != 0:
@@ -546,21 +587,22 @@ def profile(ctx: Context, out_dir: Path) -> dict[str, Any]:
             tid = common.thread_id(row["function"])
             used = after.get(tid, 0.0) - before.get(tid, 0.0) if tid else 0.0
             row["cpu_cores"] = round(used / meter.elapsed_s, 2)
-        summary["load"] = {
+        load = summary["load"] = {
             "title": scenario.title,
-            "rps": result.rps,
-            "events_per_s": result.rps * scenario.events,
-            "server_cpu_us_per_request": 1e6 * meter.server_cpu_s / max(1, result.requests),
+            "rps": rps,
+            "events_per_s": rps * scenario.events,
+            "server_cpu_us_per_request": 1e6 * meter.server_cpu_s / max(1, requests),
             "server_cores": meter.server_cpu_s / meter.elapsed_s,
             "server_system_share": meter.server_sys_s / max(1e-9, meter.server_cpu_s),
+            "other_cores": meter.machine_busy_cores
+            - (meter.server_cpu_s + meter.client_cpu_s + meter.self_cpu_s) / meter.elapsed_s,
         }
         profiles[key] = summary
         print(
-            f"\n[{key}] {scenario.title}: {result.rps:,.0f} req/s under py-spy, "
-            f"{summary['load']['server_cpu_us_per_request']:,.0f} µs CPU/req, server "
-            f"{summary['load']['server_cores']:.2f} cores "
-            f"({100 * summary['load']['server_system_share']:.0f}% system), "
-            f"{summary['samples']} samples ({raw})"
+            f"\n[{key}] {scenario.title}: {rps:,.0f} req/s under py-spy, "
+            f"{load['server_cpu_us_per_request']:,.0f} µs CPU/req, server "
+            f"{load['server_cores']:.2f} cores ({100 * load['server_system_share']:.0f}% "
+            f"system), other load {load['other_cores']:.2f}, {summary['samples']} samples ({raw})"
         )
         for row in summary["threads"]:
             print(
@@ -586,8 +628,6 @@ def main(argv: list[str] | None = None) -> int:
     machine, versions = common.machine_info(), common.versions()
     print(header(args, machine, versions), flush=True)
     need = {SCENARIOS[k].server for k in args.only}
-    if args.profile:
-        need = {SCENARIOS[k].server for k in args.only if k != "f"}
     with tempfile.TemporaryDirectory(prefix="m1lite-bench-") as tmp:
         workdir = Path(tmp)
         servers = start_servers(workdir, need)

@@ -230,7 +230,10 @@ class Brute:
         return out
 
     def fill(
-        self, bucket: dict[str, Any], docs: list[dict[str, Any]], children: dict[str, Any],
+        self,
+        bucket: dict[str, Any],
+        docs: list[dict[str, Any]],
+        children: dict[str, Any],
         process_empty: bool,
     ) -> None:
         if not docs and not process_empty:
@@ -247,6 +250,8 @@ class Brute:
     def facet(self, spec: dict[str, Any], docs: list[dict[str, Any]]) -> dict[str, Any]:
         domain = spec.get("domain")
         if domain is not None:
+            if domain.get("query"):
+                docs = [r for r in self.records if all(matches(r, q) for q in domain["query"])]
             filters = domain.get("filter", [])
             for q in [filters] if isinstance(filters, str) else filters:
                 docs = [d for d in docs if matches(d, q)]
@@ -351,6 +356,7 @@ class Brute:
 
     def range(self, spec: dict[str, Any], docs: list[dict[str, Any]]) -> dict[str, Any]:
         field = spec["field"]
+
         def words(value: Any) -> set[str]:
             return {value} if isinstance(value, str) else set(value)
 
@@ -402,12 +408,24 @@ class Brute:
         if "none" in other:
             return out
         extra = {
-            "before": (-math.inf, start, False,
-                       "outer" in include or not ({"lower", "edge"} & include)),
-            "after": (end, math.inf,
-                      "outer" in include or not ({"upper", "edge"} & include), False),
-            "between": (start, end, bool({"lower", "edge"} & include),
-                        bool({"upper", "edge"} & include)),
+            "before": (
+                -math.inf,
+                start,
+                False,
+                "outer" in include or not ({"lower", "edge"} & include),
+            ),
+            "after": (
+                end,
+                math.inf,
+                "outer" in include or not ({"upper", "edge"} & include),
+                False,
+            ),
+            "between": (
+                start,
+                end,
+                bool({"lower", "edge"} & include),
+                bool({"upper", "edge"} & include),
+            ),
         }
         for name, (lo, hi, lo_in, hi_in) in extra.items():
             if name in other or "all" in other:
@@ -508,8 +526,14 @@ TERMS_CASES = [
     {"type": "terms", "field": "s", "prefix": "al", "numBuckets": True, "allBuckets": True},
     {"type": "terms", "field": "s", "missing": True, "numBuckets": True, "mincount": 15},
     {"type": "terms", "field": "s", "mincount": 0, "limit": -1, "numBuckets": True},
-    {"type": "terms", "field": "m", "limit": -1, "allBuckets": True, "missing": True,
-     "facet": {"p": "sum(price)", "c": "countvals(m)"}},
+    {
+        "type": "terms",
+        "field": "m",
+        "limit": -1,
+        "allBuckets": True,
+        "missing": True,
+        "facet": {"p": "sum(price)", "c": "countvals(m)"},
+    },
     {"type": "terms", "field": "m", "sort": "index", "prefix": "b"},
     {"type": "terms", "field": "n", "limit": -1},
     {"type": "terms", "field": "n", "sort": "index desc", "limit": 5, "offset": 1},
@@ -520,14 +544,18 @@ TERMS_CASES = [
     {"type": "terms", "field": "x", "limit": -1, "sort": "index asc", "missing": True},
     {"type": "terms", "field": "x", "limit": -1, "mincount": 0, "numBuckets": True},
     {"type": "terms", "field": "when", "limit": 3, "sort": "index asc"},
-    {"type": "terms", "field": "user.id", "sort": "u desc", "limit": 4,
-     "facet": {"u": "unique(s)", "a": "avg(n)"}},
+    {
+        "type": "terms",
+        "field": "user.id",
+        "sort": "u desc",
+        "limit": 4,
+        "facet": {"u": "unique(s)", "a": "avg(n)"},
+    },
     {"type": "terms", "field": "s", "sort": "a asc", "facet": {"a": "avg(price)"}},
     {"type": "terms", "field": "s", "sort": "lo desc", "facet": {"lo": "min(m)"}},
     {"type": "terms", "field": "s", "sort": {"hi": "desc"}, "facet": {"hi": "max(when)"}},
     {"type": "terms", "field": "s", "sort": "p asc", "facet": {"p": "percentile(price,50)"}},
-    {"type": "terms", "field": "nope", "missing": True, "allBuckets": True,
-     "numBuckets": True},
+    {"type": "terms", "field": "nope", "missing": True, "allBuckets": True, "numBuckets": True},
     {"type": "terms", "field": "_m1key", "limit": 5, "sort": "index desc"},
 ]
 
@@ -539,22 +567,47 @@ def test_terms_options_match_brute_force(fixed_env: Environment, spec: dict[str,
 
 def test_terms_on_a_sub_domain_match_brute_force(fixed_env: Environment) -> None:
     keys = list(range(0, 120, 3))
-    check(fixed_env, {"facet": {"f": {"type": "terms", "field": "m", "limit": -1,
-                                      "missing": True, "facet": {"v": "variance(n)"}}}}, keys)
+    check(
+        fixed_env,
+        {
+            "facet": {
+                "f": {
+                    "type": "terms",
+                    "field": "m",
+                    "limit": -1,
+                    "missing": True,
+                    "facet": {"v": "variance(n)"},
+                }
+            }
+        },
+        keys,
+    )
 
 
 def test_shorthand_forms(fixed_env: Environment) -> None:
     ctx = context(fixed_env)
     domain = BitMap(range(ctx.upto))
     short = run_facets(
-        parse_facets({"facet": {"a": {"terms": "s"}, "b": {"query": "s:beta"},
-                                "c": {"type": "func", "func": "avg(n)"}, "d": "count()"}}),
-        domain, ctx,
+        parse_facets(
+            {
+                "facet": {
+                    "a": {"terms": "s"},
+                    "b": {"query": "s:beta"},
+                    "c": {"type": "func", "func": "avg(n)"},
+                    "d": "count()",
+                }
+            }
+        ),
+        domain,
+        ctx,
     )
     long = run_facets(
-        parse_facets('{"facet": {"a": {"type": "terms", "field": "s"}, '
-                     '"b": {"type": "query", "q": "s:beta"}, "c": "avg(n)", "d": "count"}}'),
-        domain, ctx,
+        parse_facets(
+            '{"facet": {"a": {"type": "terms", "field": "s"}, '
+            '"b": {"type": "query", "q": "s:beta"}, "c": "avg(n)", "d": "count"}}'
+        ),
+        domain,
+        ctx,
     )
     assert short == long
     assert short["d"] == short["count"] == ctx.upto
@@ -562,28 +615,99 @@ def test_shorthand_forms(fixed_env: Environment) -> None:
 
 RANGE_CASES = [
     {"type": "range", "field": "n", "start": -1, "end": 3, "gap": 1},
-    {"type": "range", "field": "n", "start": -1, "end": 3, "gap": 1, "other": "all",
-     "include": ["lower", "upper"]},
-    {"type": "range", "field": "n", "start": 0, "end": 2.5, "gap": 1, "other": ["before",
-     "after", "between"], "include": "edge"},
-    {"type": "range", "field": "n", "start": 0, "end": 2.5, "gap": 1, "hardend": True,
-     "other": "all", "include": ["outer"]},
-    {"type": "range", "field": "n", "start": 0, "end": 2.5, "gap": 1, "hardend": True,
-     "other": "all", "include": "all"},
-    {"type": "range", "field": "n", "start": 0.5, "end": 2, "gap": 0.25, "mincount": 1,
-     "other": "none"},
-    {"type": "range", "field": "mn", "start": 0, "end": 8, "gap": 3, "other": "all",
-     "include": "upper", "facet": {"s": "sum(mn)", "c": "count()"}},
-    {"type": "range", "field": "price", "start": 0, "end": 10, "gap": 2.5,
-     "facet": {"u": "unique(s)"}},
+    {
+        "type": "range",
+        "field": "n",
+        "start": -1,
+        "end": 3,
+        "gap": 1,
+        "other": "all",
+        "include": ["lower", "upper"],
+    },
+    {
+        "type": "range",
+        "field": "n",
+        "start": 0,
+        "end": 2.5,
+        "gap": 1,
+        "other": ["before", "after", "between"],
+        "include": "edge",
+    },
+    {
+        "type": "range",
+        "field": "n",
+        "start": 0,
+        "end": 2.5,
+        "gap": 1,
+        "hardend": True,
+        "other": "all",
+        "include": ["outer"],
+    },
+    {
+        "type": "range",
+        "field": "n",
+        "start": 0,
+        "end": 2.5,
+        "gap": 1,
+        "hardend": True,
+        "other": "all",
+        "include": "all",
+    },
+    {
+        "type": "range",
+        "field": "n",
+        "start": 0.5,
+        "end": 2,
+        "gap": 0.25,
+        "mincount": 1,
+        "other": "none",
+    },
+    {
+        "type": "range",
+        "field": "mn",
+        "start": 0,
+        "end": 8,
+        "gap": 3,
+        "other": "all",
+        "include": "upper",
+        "facet": {"s": "sum(mn)", "c": "count()"},
+    },
+    {
+        "type": "range",
+        "field": "price",
+        "start": 0,
+        "end": 10,
+        "gap": 2.5,
+        "facet": {"u": "unique(s)"},
+    },
     {"type": "range", "field": "_m1key", "start": 0, "end": 120, "gap": 25, "other": "after"},
-    {"type": "range", "field": "when", "start": "2024-03-01T00:00:00Z",
-     "end": "2024-03-01T06:00:00Z", "gap": "+1HOUR", "other": "all",
-     "facet": {"first": "min(when)", "last": "max(when)"}},
-    {"type": "range", "field": "when", "start": "NOW/HOUR-5HOURS", "end": "NOW",
-     "gap": "+90MINUTES", "include": ["upper", "edge"], "other": "all"},
-    {"type": "range", "field": "when", "start": "2024-03-01T01:00:00Z",
-     "end": "2024-03-01T02:30:00Z", "gap": "+1HOUR", "hardend": True, "other": "between"},
+    {
+        "type": "range",
+        "field": "when",
+        "start": "2024-03-01T00:00:00Z",
+        "end": "2024-03-01T06:00:00Z",
+        "gap": "+1HOUR",
+        "other": "all",
+        "facet": {"first": "min(when)", "last": "max(when)"},
+    },
+    {
+        "type": "range",
+        "field": "when",
+        "start": "NOW/HOUR-5HOURS",
+        "end": "NOW",
+        "gap": "+90MINUTES",
+        "include": ["upper", "edge"],
+        "other": "all",
+    },
+    {
+        "type": "range",
+        "field": "when",
+        "start": "2024-03-01T01:00:00Z",
+        "end": "2024-03-01T02:30:00Z",
+        "gap": "+1HOUR",
+        "hardend": True,
+        "other": "between",
+    },
     {"type": "range", "field": "nope", "start": 0, "end": 3, "gap": 1, "other": "all"},
 ]
 
@@ -594,13 +718,23 @@ def test_ranges_match_brute_force(fixed_env: Environment, spec: dict[str, Any]) 
 
 
 def test_range_bucket_values_keep_their_kind(fixed_env: Environment) -> None:
-    expected = check(fixed_env, {"facet": {
-        "ints": {"type": "range", "field": "n", "start": 0, "end": 2, "gap": 1},
-        "floats": {"type": "range", "field": "n", "start": 0.0, "end": 2, "gap": 0.5},
-        "double": {"type": "range", "field": "price", "start": 0, "end": 2, "gap": 1},
-        "dates": {"type": "range", "field": "when", "start": "2024-03-01T00:00:00Z",
-                  "end": "2024-03-01T02:00:00Z", "gap": "+1HOUR"},
-    }})
+    expected = check(
+        fixed_env,
+        {
+            "facet": {
+                "ints": {"type": "range", "field": "n", "start": 0, "end": 2, "gap": 1},
+                "floats": {"type": "range", "field": "n", "start": 0.0, "end": 2, "gap": 0.5},
+                "double": {"type": "range", "field": "price", "start": 0, "end": 2, "gap": 1},
+                "dates": {
+                    "type": "range",
+                    "field": "when",
+                    "start": "2024-03-01T00:00:00Z",
+                    "end": "2024-03-01T02:00:00Z",
+                    "gap": "+1HOUR",
+                },
+            }
+        },
+    )
     assert [b["val"] for b in expected["ints"]["buckets"]] == [0, 1]
     assert [b["val"] for b in expected["floats"]["buckets"]] == [0.0, 0.5, 1.0, 1.5]
     assert [b["val"] for b in expected["double"]["buckets"]] == [0.0, 1.0]
@@ -615,9 +749,20 @@ def test_received_time_ranges_with_date_math(fixed_env: Environment) -> None:
     received = parse_date_ms(ctx.records[0]["_m1.receivedUTC"])
     assert received is not None
     ctx.now_ms = received
-    request = {"facet": {"r": {"type": "range", "field": "_m1.receivedUTC",
-                               "start": "NOW/DAY", "end": "NOW/DAY+1DAY", "gap": "+1HOUR",
-                               "mincount": 1, "other": "all"}}}
+    request = {
+        "facet": {
+            "r": {
+                "type": "range",
+                "field": "_m1.receivedUTC",
+                # A day either side: the two writes could straddle midnight.
+                "start": "NOW/DAY-1DAY",
+                "end": "NOW/DAY+2DAYS",
+                "gap": "+1HOUR",
+                "mincount": 1,
+                "other": "all",
+            }
+        }
+    }
     out = run_facets(parse_facets(request), BitMap(range(ctx.upto)), ctx)
     hour = format_date_ms(received - received % 3_600_000)
     by_hour: dict[str, int] = {}
@@ -632,23 +777,41 @@ def test_received_time_ranges_with_date_math(fixed_env: Environment) -> None:
 
 
 def test_query_facets_and_domain_filters(fixed_env: Environment) -> None:
-    check(fixed_env, {"facet": {
-        "beta": {"type": "query", "q": "s:beta", "facet": {"n": "sum(n)", "top": {
-            "type": "terms", "field": "m", "limit": 2}}},
-        "nothing": {"type": "query", "q": "s:nothing", "facet": {"n": "sum(n)"}},
-        "filtered": {"type": "terms", "field": "s", "domain": {"filter": ["b:true"]},
-                     "facet": {"a": "avg(price)"}},
-    }})
+    check(
+        fixed_env,
+        {
+            "facet": {
+                "beta": {
+                    "type": "query",
+                    "q": "s:beta",
+                    "facet": {"n": "sum(n)", "top": {"type": "terms", "field": "m", "limit": 2}},
+                },
+                "nothing": {"type": "query", "q": "s:nothing", "facet": {"n": "sum(n)"}},
+                "filtered": {
+                    "type": "terms",
+                    "field": "s",
+                    "domain": {"filter": ["b:true"]},
+                    "facet": {"a": "avg(price)"},
+                },
+            }
+        },
+    )
 
 
 def test_domain_query_replaces_the_parent_domain(fixed_env: Environment) -> None:
     ctx = context(fixed_env)
-    request = parse_facets({"facet": {"all_s": {
-        "type": "terms", "field": "s", "limit": -1, "domain": {"query": "*:*"}}}})
+    request = parse_facets(
+        {
+            "facet": {
+                "all_s": {"type": "terms", "field": "s", "limit": -1, "domain": {"query": "*:*"}}
+            }
+        }
+    )
     small = run_facets(request, BitMap([0, 1]), ctx)
     full = run_facets(
         parse_facets({"facet": {"all_s": {"type": "terms", "field": "s", "limit": -1}}}),
-        BitMap(range(ctx.upto)), ctx,
+        BitMap(range(ctx.upto)),
+        ctx,
     )
     assert small["count"] == 2
     assert small["all_s"] == full["all_s"]
@@ -656,32 +819,72 @@ def test_domain_query_replaces_the_parent_domain(fixed_env: Environment) -> None
 
 def test_nested_three_deep_with_every_stat(fixed_env: Environment) -> None:
     stats = {
-        "c": "count()", "su": "sum(price)", "av": "avg(n)", "mi": "min(when)",
-        "ma": "max(m)", "sq": "sumsq(mn)", "va": "variance(price)", "sd": "stddev(n)",
-        "p1": "percentile(price,50)", "p3": "percentile(n,0,25.5,100)", "un": "unique(m)",
-        "hl": "hll(user.id)", "ms": "missing(price)", "cv": "countvals(x)",
+        "c": "count()",
+        "su": "sum(price)",
+        "av": "avg(n)",
+        "mi": "min(when)",
+        "ma": "max(m)",
+        "sq": "sumsq(mn)",
+        "va": "variance(price)",
+        "sd": "stddev(n)",
+        "p1": "percentile(price,50)",
+        "p3": "percentile(n,0,25.5,100)",
+        "un": "unique(m)",
+        "hl": "hll(user.id)",
+        "ms": "missing(price)",
+        "cv": "countvals(x)",
     }
-    check(fixed_env, {"facet": {
-        **stats,
-        "level1": {"type": "terms", "field": "s", "limit": 3, "facet": {
-            **stats,
-            "level2": {"type": "range", "field": "when", "start": "2024-03-01T00:00:00Z",
-                       "end": "2024-03-01T06:00:00Z", "gap": "+90MINUTES", "facet": {
+    check(
+        fixed_env,
+        {
+            "facet": {
                 **stats,
-                "level3": {"type": "terms", "field": "m", "missing": True, "facet": stats},
-            }},
-        }},
-    }})
+                "level1": {
+                    "type": "terms",
+                    "field": "s",
+                    "limit": 3,
+                    "facet": {
+                        **stats,
+                        "level2": {
+                            "type": "range",
+                            "field": "when",
+                            "start": "2024-03-01T00:00:00Z",
+                            "end": "2024-03-01T06:00:00Z",
+                            "gap": "+90MINUTES",
+                            "facet": {
+                                **stats,
+                                "level3": {
+                                    "type": "terms",
+                                    "field": "m",
+                                    "missing": True,
+                                    "facet": stats,
+                                },
+                            },
+                        },
+                    },
+                },
+            }
+        },
+    )
 
 
 def test_stats_of_missing_fields_follow_solr(fixed_env: Environment) -> None:
-    expected = check(fixed_env, {"facet": {
-        "su": "sum(nope)", "av": "avg(nope)", "mi": "min(nope)", "p": "percentile(nope,50)",
-        "sd": "stddev(nope)", "un": "unique(nope)", "ms": "missing(nope)",
-        "cv": "countvals(nope)",
-    }})
-    assert expected == {"count": 120, "su": 0.0, "av": 0.0, "sd": 0.0, "un": 0, "ms": 120,
-                        "cv": 0}
+    expected = check(
+        fixed_env,
+        {
+            "facet": {
+                "su": "sum(nope)",
+                "av": "avg(nope)",
+                "mi": "min(nope)",
+                "p": "percentile(nope,50)",
+                "sd": "stddev(nope)",
+                "un": "unique(nope)",
+                "ms": "missing(nope)",
+                "cv": "countvals(nope)",
+            }
+        },
+    )
+    assert expected == {"count": 120, "su": 0.0, "av": 0.0, "sd": 0.0, "un": 0, "ms": 120, "cv": 0}
 
 
 def test_empty_domain_has_only_its_count(fixed_env: Environment) -> None:
@@ -691,11 +894,23 @@ def test_empty_domain_has_only_its_count(fixed_env: Environment) -> None:
 
 
 def test_process_empty_fills_empty_buckets(fixed_env: Environment) -> None:
-    check(fixed_env, {"facet": {"r": {
-        "type": "range", "field": "n", "start": 100, "end": 102, "gap": 1,
-        "processEmpty": True, "other": "all", "facet": {"a": "avg(n)", "m": "max(n)",
-                                                        "q": {"type": "query", "q": "*:*"}},
-    }}})
+    check(
+        fixed_env,
+        {
+            "facet": {
+                "r": {
+                    "type": "range",
+                    "field": "n",
+                    "start": 100,
+                    "end": 102,
+                    "gap": 1,
+                    "processEmpty": True,
+                    "other": "all",
+                    "facet": {"a": "avg(n)", "m": "max(n)", "q": {"type": "query", "q": "*:*"}},
+                }
+            }
+        },
+    )
 
 
 def test_real_query_context_runs_facets(fixed_env: Environment) -> None:
@@ -704,10 +919,12 @@ def test_real_query_context_runs_facets(fixed_env: Environment) -> None:
         env.index, env.schema, env.field_kinds(), upto=None, now_ms=NOW_MS, parse=parse
     )
     records = all_records(env)
-    request = {"facet": {
-        "q": {"type": "query", "q": "s:alpha", "facet": {"n": "sum(n)"}},
-        "t": {"type": "terms", "field": "m", "domain": {"filter": "s:beta"}},
-    }}
+    request = {
+        "facet": {
+            "q": {"type": "query", "q": "s:alpha", "facet": {"n": "sum(n)"}},
+            "t": {"type": "terms", "field": "m", "domain": {"filter": "s:beta"}},
+        }
+    }
     expected = Brute(records).answer(request, records)
     assert_same(run_facets(parse_facets(request), ctx.domain, ctx), expected)
 
@@ -718,27 +935,39 @@ def test_real_query_context_runs_facets(fixed_env: Environment) -> None:
 def test_both_terms_paths_agree_on_a_larger_index(tmp_path: Path) -> None:
     rng = random.Random(3)
     events = [
-        {"k": f"v{rng.randint(0, 40)}", "t": [f"t{rng.randint(0, 6)}" for _ in range(2)],
-         "n": rng.randint(0, 9)}
+        {
+            "k": f"v{rng.randint(0, 40)}",
+            "t": [f"t{rng.randint(0, 6)}" for _ in range(2)],
+            "n": rng.randint(0, 9),
+        }
         for _ in range(3000)
     ]
     with environment(tmp_path, [events[:1000], events[1000:]]) as env:
-        request = {"facet": {
-            "k": {"type": "terms", "field": "k", "limit": 50, "allBuckets": True,
-                  "facet": {"a": "avg(n)", "t": {"type": "terms", "field": "t"}}},
-            "t": {"type": "terms", "field": "t", "sort": "u desc", "facet": {"u": "unique(k)"}},
-        }}
+        request = {
+            "facet": {
+                "k": {
+                    "type": "terms",
+                    "field": "k",
+                    "limit": 50,
+                    "allBuckets": True,
+                    "facet": {"a": "avg(n)", "t": {"type": "terms", "field": "t"}},
+                },
+                "t": {"type": "terms", "field": "t", "sort": "u desc", "facet": {"u": "unique(k)"}},
+            }
+        }
         check(env, request)
         check(env, request, list(range(0, 3000, 7)))
 
 
 def test_facets_follow_new_writes_and_a_restart(tmp_path: Path) -> None:
     events = fixed_events(60, seed=11)
-    request = {"facet": {
-        "m": {"type": "terms", "field": "m", "limit": -1, "facet": {"s": "sum(mn)"}},
-        "mn": {"type": "terms", "field": "mn", "limit": -1},
-        "x": {"type": "terms", "field": "x", "limit": -1, "sort": "index asc"},
-    }}
+    request = {
+        "facet": {
+            "m": {"type": "terms", "field": "m", "limit": -1, "facet": {"s": "sum(mn)"}},
+            "mn": {"type": "terms", "field": "mn", "limit": -1},
+            "x": {"type": "terms", "field": "x", "limit": -1, "sort": "index asc"},
+        }
+    }
     with environment(tmp_path, [events[:20]]) as env:
         check(env, request)
         write(env, [events[20:40]])  # the cached extras grow with the index
@@ -769,14 +998,26 @@ def error_of(request: Any, env: Environment | None = None) -> BadRequest:
 @pytest.mark.parametrize(
     ("request_", "code", "words"),
     [
-        ({"facet": {"f": {"type": "terms", "field": "s", "limit": 1_000_000}}},
-         "facet_limit", "limit"),
-        ({"facet": {"f": {"type": "range", "field": "n", "start": 0, "end": 10, "gap": 0}}},
-         "bad_facet", "gap"),
-        ({"facet": {"f": {"type": "range", "field": "n", "start": 0, "end": 10**7,
-                          "gap": 1}}}, "facet_limit", "buckets"),
-        ({"facet": {"f": {"type": "range", "field": "n", "start": 5, "end": 1,
-                          "gap": 1}}}, "bad_facet", "before start"),
+        (
+            {"facet": {"f": {"type": "terms", "field": "s", "limit": 1_000_000}}},
+            "facet_limit",
+            "limit",
+        ),
+        (
+            {"facet": {"f": {"type": "range", "field": "n", "start": 0, "end": 10, "gap": 0}}},
+            "bad_facet",
+            "gap",
+        ),
+        (
+            {"facet": {"f": {"type": "range", "field": "n", "start": 0, "end": 10**7, "gap": 1}}},
+            "facet_limit",
+            "buckets",
+        ),
+        (
+            {"facet": {"f": {"type": "range", "field": "n", "start": 5, "end": 1, "gap": 1}}},
+            "bad_facet",
+            "before start",
+        ),
         ({"facet": {"f": {"type": "heatmap", "field": "s"}}}, "bad_facet", "heatmap"),
         ({"facet": {"f": {"type": "pivot", "field": "s"}}}, "bad_facet", "unknown facet type"),
         ({"facet": {"f": {"field": "s", "limit": 3}}}, "bad_facet", "type"),
@@ -786,20 +1027,41 @@ def error_of(request: Any, env: Environment | None = None) -> BadRequest:
         ({"facet": {"f": "percentile(x)"}}, "bad_facet", "percentile"),
         ({"facet": {"f": "percentile(x,101)"}}, "bad_facet", "0–100"),
         ({"facet": {"f": 3}}, "bad_facet", "'f'"),
-        ({"facet": {"f": {"type": "terms", "field": "s", "sort": "zz desc"}}},
-         "bad_facet", "zz"),
-        ({"facet": {"f": {"type": "terms", "field": "s", "sort": "count up"}}},
-         "bad_facet", "asc or desc"),
+        ({"facet": {"f": {"type": "terms", "field": "s", "sort": "zz desc"}}}, "bad_facet", "zz"),
+        (
+            {"facet": {"f": {"type": "terms", "field": "s", "sort": "count up"}}},
+            "bad_facet",
+            "asc or desc",
+        ),
         ({"facet": {"f": {"type": "terms", "field": "s", "limt": 3}}}, "bad_facet", "limt"),
-        ({"facet": {"f": {"type": "terms", "field": "s", "limit": "ten"}}},
-         "bad_facet", "integer"),
-        ({"facet": {"f": {"type": "terms", "field": "s", "missing": "yes"}}},
-         "bad_facet", "true or false"),
+        ({"facet": {"f": {"type": "terms", "field": "s", "limit": "ten"}}}, "bad_facet", "integer"),
+        (
+            {"facet": {"f": {"type": "terms", "field": "s", "missing": "yes"}}},
+            "bad_facet",
+            "true or false",
+        ),
         ({"facet": {"f": {"type": "terms"}}}, "bad_facet", "field"),
-        ({"facet": {"f": {"type": "range", "field": "n", "start": 0, "end": 3,
-                          "gap": 1, "include": "middle"}}}, "bad_facet", "middle"),
-        ({"facet": {"f": {"type": "terms", "field": "s", "domain": {"join": {}}}}},
-         "bad_facet", "join"),
+        (
+            {
+                "facet": {
+                    "f": {
+                        "type": "range",
+                        "field": "n",
+                        "start": 0,
+                        "end": 3,
+                        "gap": 1,
+                        "include": "middle",
+                    }
+                }
+            },
+            "bad_facet",
+            "middle",
+        ),
+        (
+            {"facet": {"f": {"type": "terms", "field": "s", "domain": {"join": {}}}}},
+            "bad_facet",
+            "join",
+        ),
         ({"facet": {"count": "avg(n)"}}, "bad_facet", "count"),
         ({"facet": [1]}, "bad_facet", "object"),
         ("{not json", "bad_facet", "JSON"),
@@ -827,22 +1089,47 @@ def test_nesting_is_limited_to_eight(fixed_env: Environment) -> None:
 
 def test_runaway_buckets_are_400(fixed_env: Environment) -> None:
     # 120 _m1key buckets x 10,000 range buckets: refused, not computed.
-    error = error_of({"facet": {"k": {"type": "terms", "field": "_m1key", "limit": 10_000,
-                                      "facet": {"r": {"type": "range", "field": "n",
-                                                      "start": 0, "end": 10_000,
-                                                      "gap": 1}}}}}, fixed_env)
+    error = error_of(
+        {
+            "facet": {
+                "k": {
+                    "type": "terms",
+                    "field": "_m1key",
+                    "limit": 10_000,
+                    "facet": {
+                        "r": {"type": "range", "field": "n", "start": 0, "end": 10_000, "gap": 1}
+                    },
+                }
+            }
+        },
+        fixed_env,
+    )
     assert error.code == "facet_limit" and f"{MAX_BUCKETS:,}" in error.message
     # A date gap that makes too many buckets is found while stepping, not after.
-    error = error_of({"facet": {"r": {"type": "range", "field": "when",
-                                      "start": "2024-01-01T00:00:00Z",
-                                      "end": "2025-01-01T00:00:00Z", "gap": "+1MINUTE"}}},
-                     fixed_env)
+    error = error_of(
+        {
+            "facet": {
+                "r": {
+                    "type": "range",
+                    "field": "when",
+                    "start": "2024-01-01T00:00:00Z",
+                    "end": "2025-01-01T00:00:00Z",
+                    "gap": "+1MINUTE",
+                }
+            }
+        },
+        fixed_env,
+    )
     assert error.code == "facet_limit"
-    error = error_of({"facet": {"r": {"type": "range", "field": "label", "start": 0,
-                                      "end": 3, "gap": 1}}}, fixed_env)
+    error = error_of(
+        {"facet": {"r": {"type": "range", "field": "label", "start": 0, "end": 3, "gap": 1}}},
+        fixed_env,
+    )
     assert "string" in error.message
-    error = error_of({"facet": {"r": {"type": "range", "field": "n", "start": "NOW",
-                                      "end": 3, "gap": 1}}}, fixed_env)
+    error = error_of(
+        {"facet": {"r": {"type": "range", "field": "n", "start": "NOW", "end": 3, "gap": 1}}},
+        fixed_env,
+    )
     assert "number" in error.message
 
 
@@ -869,8 +1156,21 @@ EVENTS = st.lists(
 )
 TERMS_FIELDS = ["s", "m", "n", "mn", "price", "b", "when", "x", "nope"]
 RANGE_FIELDS = ["n", "mn", "price", "x", "_m1key"]
-FUNCS = ["count", "sum", "avg", "min", "max", "sumsq", "variance", "stddev", "percentile",
-         "unique", "hll", "missing", "countvals"]
+FUNCS = [
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "sumsq",
+    "variance",
+    "stddev",
+    "percentile",
+    "unique",
+    "hll",
+    "missing",
+    "countvals",
+]
 
 
 @st.composite
@@ -880,8 +1180,9 @@ def stat_texts(draw: st.DrawFn) -> str:
         return "count()"
     field = draw(st.sampled_from(TERMS_FIELDS))
     if func == "percentile":
-        points = draw(st.lists(st.sampled_from(["0", "10", "50", "62.5", "100"]),
-                               min_size=1, max_size=3))
+        points = draw(
+            st.lists(st.sampled_from(["0", "10", "50", "62.5", "100"]), min_size=1, max_size=3)
+        )
         return f"percentile({field},{','.join(points)})"
     return f"{func}({field})"
 
@@ -898,19 +1199,38 @@ def facet_specs(draw: st.DrawFn, depth: int = 1) -> dict[str, Any]:
         spec["facet"] = children
     if draw(st.integers(0, 5)) == 0:
         spec["processEmpty"] = True
+    queries = st.sampled_from(["*:*", "s:a", "m:ab", "n:1", "x:a", "b:true"])
+    if kind != "query" and draw(st.integers(0, 4)) == 0:
+        spec["domain"] = {
+            "filter": draw(st.lists(queries, max_size=2) | queries),
+            "query": draw(st.lists(queries, max_size=1)),
+        }
+    if kind == "range" and draw(st.integers(0, 3)) == 0:
+        hours = draw(st.integers(-1, 5))
+        spec.update(
+            field="when",
+            start=format_date_ms(BASE_MS + hours * 3_600_000),
+            end=f"NOW/HOUR{draw(st.integers(-5, 2)):+d}HOURS",
+            gap=draw(st.sampled_from(["+1HOUR", "+90MINUTES"])),
+        )
+        if resolve_date(spec["end"], NOW_MS) < BASE_MS + hours * 3_600_000:
+            spec["end"] = spec["start"]
     if kind == "query":
-        spec["q"] = draw(st.sampled_from(["*:*", "s:a", "m:ab", "n:1", "x:a", "b:true"]))
+        spec["q"] = draw(queries)
     elif kind == "range":
-        field = draw(st.sampled_from(RANGE_FIELDS))
-        start = draw(st.integers(-2, 3))
-        gap = draw(st.sampled_from([1, 2, 0.5]))
-        spec.update(field=field, start=start, end=start + draw(st.integers(0, 6)), gap=gap)
+        if "start" not in spec:
+            start = draw(st.integers(-2, 3))
+            gap = draw(st.sampled_from([1, 2, 0.5]))
+            field = draw(st.sampled_from(RANGE_FIELDS))
+            spec.update(field=field, start=start, end=start + draw(st.integers(0, 6)), gap=gap)
         if draw(st.booleans()):
             spec["hardend"] = True
-        spec["include"] = draw(st.lists(st.sampled_from(["lower", "upper", "edge", "outer",
-                                                         "all"]), max_size=2))
-        spec["other"] = draw(st.lists(st.sampled_from(["before", "after", "between", "all",
-                                                       "none"]), max_size=2))
+        spec["include"] = draw(
+            st.lists(st.sampled_from(["lower", "upper", "edge", "outer", "all"]), max_size=2)
+        )
+        spec["other"] = draw(
+            st.lists(st.sampled_from(["before", "after", "between", "all", "none"]), max_size=2)
+        )
         spec["mincount"] = draw(st.integers(0, 2))
     else:
         spec["field"] = draw(st.sampled_from(TERMS_FIELDS))

@@ -11,6 +11,7 @@ import asyncio
 import csv
 import io
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,10 @@ CASES = [
     ("_m1key:[1 TO 3}", {1, 2}),
     ("_m1key:[4 TO *]", {4, 5}),
     ("_m1key:*", EVERYTHING),
+    ("_m1key:99999999999999999999", set()),
+    ("_m1key:-5", set()),
+    ("_m1key:[-5 TO 1e30]", EVERYTHING),
+    ("_m1key:{0 TO 2}", {1}),
 ]
 
 
@@ -343,6 +348,55 @@ def test_a_query_sees_its_snapshot_only(fresh_env: Environment) -> None:
     for q in ("type:a", "*", "type:*", "-type:b", "_m1key:[0 TO *]"):
         assert set(execute(parse(q), ctx)) == {0, 1, 2}, q
     assert keys(fresh_env, "type:a") == {0, 1, 2, 3, 4}
+
+
+def test_queries_while_the_writer_adds(fresh_env: Environment) -> None:
+    """Readers racing the writer (postings built mid-batch, a dictionary growing, columns
+    swapped for grown ones) still answer exactly for their snapshot."""
+    env = fresh_env
+    rng = random.Random(3)
+    batches = [
+        [
+            {"t": rng.choice("abc"), "m": [rng.choice("xyz"), f"w{rng.randint(0, 500)}"]}
+            for _ in range(rng.randint(1, 200))
+        ]
+        for _ in range(60)
+    ]
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        last: dict[str, int] = {}
+        try:
+            while not done.is_set():
+                ctx = context(env)
+                for q in ("t:a", "m:x", "m:w1*", "-t:b", "m:[w1 TO w2]"):
+                    ctx.expanded_terms = 0
+                    found = execute(parse(q), ctx)
+                    assert not found or found.max() < ctx.upto
+                    assert len(found) >= last.get(q, 0), q  # the log only grows
+                    last[q] = len(found)
+                index = env.index.fields.get("t")
+                value_id = None if index is None else index.value_id("a")
+                if index is not None and value_id is not None:
+                    expected = np.flatnonzero(index.codes[: ctx.upto] == value_id + 1)
+                    assert set(execute(parse("t:a"), ctx)) == set(expected.tolist())
+        except BaseException as exc:
+            failures.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        for batch in batches:
+            write(env, batch)
+    finally:
+        done.set()
+        for reader in readers:
+            reader.join(60)
+    assert not failures, failures[0]
+    total = sum(len(batch) for batch in batches)
+    assert keys(env, "t:*") == set(range(total))
 
 
 def test_store_with_autocommit_off_shows_its_frozen_view(fresh_env: Environment) -> None:

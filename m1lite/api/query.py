@@ -85,8 +85,13 @@ def read_request(params: Params) -> QueryRequest:
         )
     sort_text = params.string("sort") or _json_text(body, "sort")
     sort = parse_sort(sort_text) or DEFAULT_SORT
-    fl_param = params.string("fl")
-    fl_text = fl_param if fl_param is not None else ",".join(_json_list(body, "fields")) or None
+    fl_raw = params.raw("fl")
+    if isinstance(fl_raw, list):  # a JSON body may give fl as an array
+        fl_text: str | None = ",".join(_as_text(name, "fl") for name in fl_raw)
+    elif fl_raw is not None:
+        fl_text = params.string("fl")
+    else:
+        fl_text = ",".join(_json_list(body, "fields")) or None
     fl = parse_fl(fl_text)
     output = (params.string("format") or params.string("wt") or "json").strip().lower()
     if output not in ("json", "csv"):

@@ -86,8 +86,9 @@ def bitmap_array(keys: BitMap) -> np.ndarray:
 def key_range(low: int, high: int) -> BitMap:
     """Keys low <= k < high."""
     keys = BitMap()
+    low, high = max(low, 0), min(high, _ALL_KEYS)
     if high > low:
-        keys.add_range(max(low, 0), min(high, _ALL_KEYS))
+        keys.add_range(low, high)
     return keys
 
 
@@ -134,21 +135,15 @@ def sorted_terms(index: FieldIndex, size: int) -> SortedTerms:
     """
     values = index.values
     cached = _SORTED.get(index)
-    if cached is not None and cached.size >= size and values[cached.size - 1] is cached.last:
+    if cached is not None and not _still_valid(cached, values):
+        cached = None  # the dictionary was rolled back (a failed commit) meanwhile
+    if cached is not None and cached.size >= size:
         return cached
     bool_ids = [] if cached is None else list(cached.bool_ids)
     string_ids = [] if cached is None else cached.string_ids
-    first_new = 0 if cached is None else cached.size
-    if cached is not None and (
-        cached.size > len(values) or values[cached.size - 1] is not cached.last
-    ):
-        bool_ids, string_ids, first_new = [], [], 0  # rolled back meanwhile: rebuild
     added: list[int] = []
-    for value_id in range(first_new, size):
-        if isinstance(values[value_id], bool):
-            bool_ids.append(value_id)
-        else:
-            added.append(value_id)
+    for value_id in range(0 if cached is None else cached.size, size):
+        (bool_ids if isinstance(values[value_id], bool) else added).append(value_id)
     key = values.__getitem__
     added.sort(key=key)
     merged = sorted(string_ids + added, key=key) if string_ids else added
@@ -165,6 +160,12 @@ def sorted_terms(index: FieldIndex, size: int) -> SortedTerms:
         if current is None or current.size <= size:
             _SORTED[index] = result
     return result
+
+
+def _still_valid(cached: SortedTerms, values: list[Any]) -> bool:
+    if cached.size == 0:
+        return True
+    return cached.size <= len(values) and values[cached.size - 1] is cached.last
 
 
 def wildcard_regex(pattern: str) -> re.Pattern[str]:

@@ -1,10 +1,41 @@
 """Solr's JSON Facet API over the index: `parse_facets` checks a `json` request's `facet`
 object, `run_facets` answers it for a domain (the keys the query matched).
 
-The response follows Solr: `{"count": n, <stat>: v, <facet>: {...}}` at every level;
-terms and range facets hold `buckets` of `{"val": v, "count": n, ...stats, ...facets}`;
-a bucket (or domain) with count 0 carries only its count unless the facet sets
-`processEmpty`. Departures and choices are listed in docs/query.md and in stats.py.
+The response follows Solr: `{"count": n, <stat>: v, <facet>: {...}}` at every level
+(statistics first, then sub-facets, in request order); terms and range facets hold
+`buckets` of `{"val": v, "count": n, ...stats, ...facets}`. Solr behaviours kept:
+
+- a bucket (or the whole domain) with count 0 carries only its count, no statistics or
+  sub-facets, unless its facet sets `processEmpty: true` (so no matches → `{"count": 0}`);
+- terms: `limit` 10 (-1 or any negative = all), `offset`, `mincount` 1, `sort` "count desc"
+  (also "count asc", "index asc|desc", "<stat> asc|desc", {"count": "desc"}; without a
+  direction index sorts asc, everything else desc), ties broken by value ascending;
+  `missing` = events without any value of the field (with stats and sub-facets);
+  `numBuckets` = values with at least one event in the domain (Solr ignores mincount
+  here, except that with mincount 0 every known value counts); `allBuckets` = one bucket
+  over every (prefix-selected) value, an event counted once per value it holds, with
+  statistics but no sub-facets; `prefix` keeps string values with that prefix (numbers
+  and booleans never match); mincount 0 also lists values the domain does not hold;
+- values: strings and booleans as JSON strings/booleans; numbers as ints when integral
+  (floats for `double` properties); dates as ISO text; an event counts once per bucket
+  even when a multi-valued field repeats the value; index order is numbers, then
+  false/true, then strings by code point (Solr's byte order);
+- range: `start`, `end`, `gap` (numbers, or for dates ISO/epoch/date math and gaps such as
+  `+1HOUR`), `hardend` false, `include` lower (upper, edge, outer, all), `other` before,
+  after, between, none, all, `mincount` 0; bucket bounds and the before/after/between
+  edges follow Solr's FacetRangeProcessor exactly (without hardend the end moves to the
+  last bucket's end); `val` is the bucket start;
+- query: `q` (default `*:*`) → `{"count": n, ...}`;
+- `domain`: `query` replaces the parent domain (a list: intersection), `filter` (string or
+  list) narrows it; `excludeTags` is accepted and changes nothing (m1lite filters carry
+  no tags); joins and block joins are refused;
+- short forms `{"terms": "field"}`, `{"query": "q"}`, `{"type": "func", "func": "avg(x)"}`;
+  type `field` is an alias of terms; Solr's tuning options (method, overrequest, refine,
+  prelim_sort, ...) are accepted and ignored: a single node's answer is exact anyway.
+
+Departures: statistics are exact (see stats.py); sorting by a statistic puts buckets
+that lack it (min/max/percentile of nothing) last in both directions; arbitrary `ranges`
+and heatmaps are refused; a stat string may also be the bare word `count`.
 
 Terms facets on string/boolean values count either through the forward column (gather
 the domain's codes, `np.bincount`, plus the extras of multi-valued events) or through
@@ -14,10 +45,10 @@ chunk. `_terms_path` picks per facet: postings when they exist or are cheap to b
 (at most `POSTINGS_MAX_VALUES` values) and `values x (1 + chunks) x POSTINGS_COST` is
 below the domain size, else the column. Both give the same buckets.
 
-Size limits (400 `facet_limit`): `limit` at most 10,000 (-1 = all), at most 64 facets and
-statistics in one request, nesting at most 8 deep, at most 10,000 buckets per range
-facet, and at most 100,000 buckets in one response (so nested limits cannot multiply
-into millions).
+Size limits (400 `facet_limit`): `limit` at most 10,000, at most 64 facets and statistics
+in one request, nesting at most 8 deep, at most 10,000 buckets per range facet, and at
+most 100,000 buckets in one response (so nested limits cannot multiply into millions).
+Malformed requests are 400 `bad_facet` with a message naming the facet.
 """
 
 from __future__ import annotations
@@ -42,6 +73,7 @@ from m1lite.query.stats import (
     GroupedStats,
     StatSpec,
     keys_of,
+    unique_ints,
 )
 from m1lite.schema import format_date_ms
 from m1lite.storage.index import Index
@@ -544,7 +576,7 @@ def _slices(
 def _unique_pairs(groups: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if groups.size == 0:
         return groups, keys
-    combined = np.unique(groups * (1 << 32) + keys)
+    combined = unique_ints(groups * (1 << 32) + keys)
     return combined >> 32, combined & 0xFFFFFFFF
 
 
@@ -820,7 +852,7 @@ class _Run:
                 np.array([low_in]),
                 np.array([high_in]),
             )
-            members = np.unique(sorted_keys[int(one_first[0]) : int(one_last[0])])
+            members = unique_ints(sorted_keys[int(one_first[0]) : int(one_last[0])])
             self.spend(1, facet.path)
             bucket: dict[str, Any] = {"count": int(members.size)}
             self.fill(bucket, keys_bitmap(members), facet.body)

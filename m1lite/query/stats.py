@@ -1,16 +1,17 @@
 """Field values over the index, and facet statistics computed for many buckets at once.
 
 A facet hands over its buckets as *pairs*: two equally long arrays, `groups` (bucket
-number, 0..n_groups-1) and `keys` (an `_m1key` in that bucket; no key twice in one
-bucket). Every statistic is then one vectorised pass over the pairs joined with the
-field's values (numpy `bincount`, `lexsort`, `unique`), so sorting ten thousand buckets
-by `unique(session.id)` costs a few array operations, not ten thousand Python loops.
+number, 0..n_groups-1) and `keys` (an `_m1key` in that bucket; a key listed twice in a
+group counts twice, which is what Solr's allBuckets does). Every statistic is then one
+vectorised pass over the pairs joined with the field's values (numpy `bincount`,
+`lexsort`, sorting), so sorting ten thousand buckets by `unique(session.id)` costs a few
+array operations, not ten thousand Python loops.
 
 `FieldData` is one field seen at one `visible_upto`: the dictionary codes of its string
 and boolean values, the float64 column of its numbers (dates as epoch ms), and the
 further values of multi-valued events (`extras`) as sorted arrays.
 
-Semantics (Solr's JSON Facet API, with the choices noted in docs/query.md):
+Semantics (Solr's JSON Facet API; where m1lite departs from it, it says so):
 - numeric statistics (`sum avg min max sumsq variance stddev percentile`) use a field's
   numeric values only; a multi-valued event contributes each of its numbers (Solr's
   sorted-numeric doc values keep repeats); string values are ignored. `min`/`max` fall
@@ -24,7 +25,12 @@ Semantics (Solr's JSON Facet API, with the choices noted in docs/query.md):
 - `missing`: events of the bucket with no value for the field; `countvals`: the number of
   values (a multi-valued string field counts each distinct value once per event, as
   Solr's sorted-set doc values do; numbers keep repeats).
-- dates: `min`/`max` come back as ISO strings; the other statistics stay epoch ms.
+- `min`/`max` keep the field's kind: ISO text for dates, ints when integral (floats for
+  `double` properties), the value itself for strings; the other statistics are floats
+  (dates: epoch ms) or counts.
+- a field no event has: `sum`/`avg`/... 0.0, `unique`/`countvals` 0, `missing` = count,
+  `min`/`max`/`percentile` absent (Solr refuses unknown fields; m1lite has no fixed schema).
+- `_m1key` works as a numeric field whose value is the key.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ NUMERIC_STATS = frozenset({"sum", "avg", "min", "max", "sumsq", "variance", "std
 FIELD_STATS = NUMERIC_STATS | {"unique", "hll", "missing", "countvals"}
 ALL_STATS = FIELD_STATS | {"count"}
 
+_MARK_CELLS = 1 << 24  # distinct counts use a flag table up to this many group x value cells
 _EMPTY_I64 = np.zeros(0, dtype=np.int64)
 _EMPTY_F64 = np.zeros(0, dtype=np.float64)
 
@@ -77,6 +84,14 @@ class StatSpec:
 def keys_of(bitmap: BitMap) -> np.ndarray:
     """The keys of a bitmap as a sorted int64 array."""
     return bitmap_array(bitmap).astype(np.int64)
+
+
+def unique_ints(values: np.ndarray) -> np.ndarray:
+    """np.unique for integers via sort (numpy 2's hash-based unique is ~100x slower)."""
+    ordered = np.sort(values)
+    first = np.ones(ordered.size, dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return ordered[first]
 
 
 def gather(column: np.ndarray, keys: np.ndarray, fill: Any) -> np.ndarray:
@@ -166,7 +181,7 @@ def _entries_to_extras(
     owner = np.repeat(np.arange(len(items)), lengths)
     if primary is not None:
         width = int(flat.max()) + 1 if flat.size else 1
-        combined = np.unique(owner * width + flat.astype(np.int64))
+        combined = unique_ints(owner * width + flat.astype(np.int64))
         owner, flat = combined // width, (combined % width).astype(dtype)
         first = gather(primary, keys, 0).astype(np.int64) - 1
         keep = flat.astype(np.int64) != first[owner]
@@ -175,9 +190,9 @@ def _entries_to_extras(
     event_keys = keys[owner]
     order = np.argsort(event_keys, kind="stable")
     event_keys, flat = event_keys[order], flat[order]
-    unique_keys, starts = np.unique(event_keys, return_index=True)
+    starts = np.flatnonzero(np.diff(event_keys, prepend=-1))
     offsets = np.append(starts, event_keys.size).astype(np.int64)
-    return Extras(unique_keys.astype(np.int64), offsets, flat, upto, entries)
+    return Extras(event_keys[starts].astype(np.int64), offsets, flat, upto, entries)
 
 
 def _merge_extras(old: Extras, new: Extras) -> Extras:
@@ -363,11 +378,18 @@ def _distinct_per_group(groups: np.ndarray, values: np.ndarray, n_groups: int) -
     """How many distinct values each group holds."""
     if groups.size == 0:
         return np.zeros(n_groups, dtype=np.int64)
-    order = np.lexsort((values, groups))
-    g, v = groups[order], values[order]
-    new = np.ones(g.size, dtype=bool)
-    new[1:] = (g[1:] != g[:-1]) | (v[1:] != v[:-1])
-    return np.bincount(g[new], minlength=n_groups)
+    if values.dtype.kind == "f":
+        if n_groups == 1:
+            return np.array([np.unique(values).size])
+        _, values = np.unique(values, return_inverse=True)
+    width = int(values.max()) + 1
+    cells = np.asarray(groups, dtype=np.int64) * width + values
+    if n_groups * width <= _MARK_CELLS:
+        # A group x value table of flags: two linear passes, no sort.
+        seen = np.zeros(n_groups * width, dtype=bool)
+        seen[cells] = True
+        return np.count_nonzero(seen.reshape(n_groups, width), axis=1)
+    return np.bincount(unique_ints(cells) // width, minlength=n_groups)
 
 
 def _percentiles(
@@ -417,8 +439,11 @@ class GroupedStats:
         if found is None:
             where, values = data.number_pairs(self.keys)
             groups = self.groups[where]
-            order = np.lexsort((values, groups))
-            groups, values = groups[order], values[order]
+            if self.n == 1:
+                values = np.sort(values)
+            else:
+                order = np.lexsort((values, groups))
+                groups, values = groups[order], values[order]
             found = (groups, values, _group_bounds(groups, self.n))
             self._numeric[data.name] = found
         return found

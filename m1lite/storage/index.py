@@ -342,8 +342,9 @@ class Index:
                         index.postings[value_id].add(key)
         for name, extras in batch.string_extras.items():
             index = self.fields[name]
-            index.extras.update(extras)
+            # Under the lock: a reader building the postings iterates the extras.
             with index.lock:
+                index.extras.update(extras)
                 if index.postings is not None:
                     for key, more in extras.items():
                         for value_id in more:

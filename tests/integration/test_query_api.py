@@ -239,6 +239,13 @@ def test_a_json_body_and_json_request_keys(srv: Server) -> None:
     assert [doc["_m1key"] for doc in body["response"]["docs"]] == [2, 3]
     assert body["responseHeader"]["params"]["rows"] == "2"
     assert json.loads(body["responseHeader"]["params"]["json"])["query"] == "event.type:heartbeat"
+    listed = srv.post(
+        "/query",
+        srv.admin_token(),
+        json={"store": "index", "q": "_m1key:2", "rows": 1, "fl": ["n", "event.type"]},
+    )
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["response"]["docs"] == [{"n": 3, "event.type": "heartbeat", "_m1key": 2}]
 
 
 def test_paging_sorting_and_fl(srv: Server) -> None:
@@ -368,6 +375,23 @@ def test_hostile_parameters(srv: Server, params: dict[str, str], code: str) -> N
     body = assert_error(query(srv, store="index", **params), 400)
     assert body["error"] == code
     assert time.monotonic() - started < 10, "a hostile query must be refused fast"
+
+
+@pytest.mark.parametrize(
+    ("q", "count"),
+    [
+        ("_m1key:99999999999999999999", 0),
+        ("_m1key:[-5 TO 1e30]", len(EVENTS)),
+        ("n:1e308", 0),
+        ("n:[-1e400 TO 1e400]", 0),
+        ("n:[2.5 TO 2.5]", 1),
+        ("event.type:" + "x" * 5_000, 0),
+        ("label:say*", 1),
+        ("label:say*leave", 1),  # `*` spans the line break
+    ],
+)
+def test_extreme_values_are_answered(srv: Server, q: str, count: int) -> None:
+    assert found(srv, store="index", q=q)["numFound"] == count
 
 
 def test_limits_themselves_are_allowed(srv: Server) -> None:
