@@ -241,8 +241,10 @@ def run_scenario(ctx: Context, scenario: Scenario, rep: int) -> dict[str, Any]:
         "wrk_cores": meter.client_cpu_s / meter.elapsed_s,
         "machine_busy_cores": meter.machine_busy_cores,
         # what else ran on the machine meanwhile (other processes, softirq): noise
-        "other_cores": meter.machine_busy_cores
-        - (meter.server_cpu_s + meter.client_cpu_s) / meter.elapsed_s,
+        "other_cores": max(
+            0.0,
+            meter.machine_busy_cores - (meter.server_cpu_s + meter.client_cpu_s) / meter.elapsed_s,
+        ),
         "latency_ms": result.latency_ms,
         "non_2xx": result.non_2xx + warm.non_2xx,
         "socket_errors": {k: result.errors[k] + warm.errors[k] for k in result.errors},
@@ -314,8 +316,10 @@ def run_fixed_rate(
         "server_cpu_us_per_request": 1e6 * meter.server_cpu_s / max(1, result.completed),
         "server_cores": meter.server_cpu_s / meter.elapsed_s,
         "client_cores": meter.self_cpu_s / meter.elapsed_s,
-        "other_cores": meter.machine_busy_cores
-        - (meter.server_cpu_s + meter.self_cpu_s) / meter.elapsed_s,
+        "other_cores": max(
+            0.0,
+            meter.machine_busy_cores - (meter.server_cpu_s + meter.self_cpu_s) / meter.elapsed_s,
+        ),
         "server_system_share": meter.server_sys_s / max(1e-9, meter.server_cpu_s),
         "machine_busy_cores": meter.machine_busy_cores,
         "latency_ms": latency,

@@ -24,6 +24,8 @@ logger = logging.getLogger("m1lite")
 GET_POST = ["GET", "POST"]
 
 ROUTES = [
+    # /write first: Starlette tries routes in order, and it is the hot path.
+    Route("/write", lake.write, methods=["POST"]),
     Route("/auth", users.auth, methods=["POST"]),
     Route("/user/password", users.password, methods=["POST"]),
     Route("/user/add", users.user_add, methods=["POST"]),
@@ -34,7 +36,6 @@ ROUTES = [
     Route("/schema", schema.schema, methods=GET_POST),
     Route("/schema/add", schema.schema_add, methods=["POST"]),
     Route("/schema/wipe", schema.schema_wipe, methods=["POST"]),
-    Route("/write", lake.write, methods=["POST"]),
     Route("/get", lake.get, methods=GET_POST),
     Route("/publish", lake.publish, methods=["POST"]),
     Route("/query", query.query, methods=GET_POST),

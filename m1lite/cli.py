@@ -7,11 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from typing import Any
-
-from pyroaring import BitMap
+from collections.abc import Sequence
 
 from m1lite import __version__
 from m1lite.config import Config, add_arguments, configuration_markdown, resolve
@@ -73,10 +69,16 @@ def _serve(config: Config) -> int:
 
 def _reindex(config: Config) -> int:
     """Drop the `index` database and rebuild it from the log (the server must be stopped)."""
-    lock = DataDirLock(config.data)
+    from m1lite.schema import Schema, parse_date_ms
+    from m1lite.storage.index import Index
+    from m1lite.storage.meta import MetaStore
+    from m1lite.storage.replay import checkpoint, replay
+    from m1lite.system import SystemProperties
+
     if not (config.data / "lake").is_dir():
         print(f"m1lite: {config.data} holds no m1lite data (no lake/ folder)", file=sys.stderr)
         return 2
+    lock = DataDirLock(config.data)
     try:
         lock.acquire()
     except DataDirLocked as exc:
@@ -89,129 +91,34 @@ def _reindex(config: Config) -> int:
             max_map_size_mb=config.max_map_size_mb,
         )
         try:
-            archived = _read_archived(lake)
+            meta = MetaStore(lake)
+            system = SystemProperties(meta, initialised=True)
+            schema = Schema.from_list(meta.get("schema", []))
+            # The same split Environment.field_kinds gives the writer.
+            kinds = (
+                schema.names_of_type("date") | {system.property_received},
+                schema.names_of_type("text"),
+            )
             with lake.write() as txn:
                 txn.drop(lake.dbs["index"], delete=False)
-            total = _rebuild(lake, archived if archived is not None else BitMap())
+            index = Index()
+            total = replay(
+                lake,
+                index,
+                start=0,
+                field_kinds=kinds,
+                date_ms=parse_date_ms,
+                progress=lambda done: print(
+                    f"m1lite: reindexed {done:,} events", file=sys.stderr, flush=True
+                ),
+            )
+            checkpoint(lake, index)
         finally:
             lake.close()
     finally:
         lock.release()
     print(f"m1lite: reindexed {total:,} events", file=sys.stderr, flush=True)
     return 0
-
-
-def _read_archived(lake: LakeEnv) -> BitMap | None:
-    """The keys written with publish=false: only the index knows them, so keep them."""
-    from m1lite.storage.index import ARCHIVED
-
-    archived = BitMap()
-    try:
-        with lake.read() as txn:
-            if not txn.stat(lake.dbs["index"])["entries"]:
-                print(
-                    "m1lite: warning: the old index is empty; events written with "
-                    "publish=false (if any) cannot be told apart and will be published",
-                    file=sys.stderr,
-                )
-                return None
-            cursor = txn.cursor(db=lake.dbs["index"])
-            found = cursor.set_range(ARCHIVED)
-            while found and bytes(cursor.key()).startswith(ARCHIVED):
-                archived |= BitMap.deserialize(bytes(cursor.value()))
-                found = cursor.next()
-    except Exception as exc:  # a damaged index is why one reindexes; say what is lost
-        print(
-            f"m1lite: warning: the old index is unreadable ({exc}); events written with "
-            "publish=false will be published",
-            file=sys.stderr,
-        )
-        return None
-    return archived
-
-
-def _rebuild(lake: LakeEnv, archived: BitMap) -> int:
-    """Replay every record through Index.add / persist / commit, one batch per transaction."""
-    import lmdb
-
-    from m1lite.schema import Schema, parse_date_ms
-    from m1lite.storage import log as event_log
-    from m1lite.storage.index import Index
-    from m1lite.storage.meta import MetaStore
-    from m1lite.system import SystemProperties
-
-    meta = MetaStore(lake)
-    system = SystemProperties(meta, initialised=True)
-    schema = Schema.from_list(meta.get("schema", []))
-    # The split Environment.field_kinds makes for the writer.
-    date_fields = schema.names_of_type("date") | {system.property_received}
-    text_fields = schema.names_of_type("text")
-    total_keys = event_log.next_key(lake)
-    index = Index()
-    done = 0
-    last_report = time.monotonic()
-    for first_key, records in _contiguous_batches(event_log.scan(lake, batch=REINDEX_BATCH)):
-        parts = _published_runs(first_key, records, archived)
-        while True:
-            seen = lake.map_size
-            try:
-                index.add(
-                    first_key,
-                    parts,
-                    date_fields=date_fields,
-                    text_fields=text_fields,
-                    date_ms=parse_date_ms,
-                )
-                with lake.write() as txn:
-                    index.persist(txn, lake.dbs["index"])
-            except lmdb.MapFullError:
-                index.rollback()
-                if not lake.grow(seen):
-                    raise
-                continue
-            except BaseException:
-                index.rollback()
-                raise
-            index.commit()
-            break
-        done += len(records)
-        if time.monotonic() - last_report >= 1 or done == total_keys:
-            print(
-                f"m1lite: reindexed {done:,} / {total_keys:,} events", file=sys.stderr, flush=True
-            )
-            last_report = time.monotonic()
-    return done
-
-
-def _contiguous_batches(
-    rows: Iterator[tuple[int, dict[str, Any]]],
-) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-    """(first key, records) runs of consecutive keys, at most REINDEX_BATCH long."""
-    first = -1
-    batch: list[dict[str, Any]] = []
-    for key, record in rows:
-        if batch and (key != first + len(batch) or len(batch) >= REINDEX_BATCH):
-            yield first, batch
-            batch = []
-        if not batch:
-            first = key
-        batch.append(record)
-    if batch:
-        yield first, batch
-
-
-def _published_runs(
-    first_key: int, records: list[dict[str, Any]], archived: BitMap
-) -> list[tuple[list[dict[str, Any]], dict[str, Any], bool]]:
-    """Index.add's parts: runs of records that share their published flag."""
-    parts: list[tuple[list[dict[str, Any]], dict[str, Any], bool]] = []
-    for offset, record in enumerate(records):
-        published = (first_key + offset) not in archived
-        if parts and parts[-1][2] == published:
-            parts[-1][0].append(record)
-        else:
-            parts.append(([record], {}, published))
-    return parts
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
 import sys
+from typing import Any
 
 from m1lite.auth import RIGHTS, Auth
 from m1lite.config import Config
@@ -17,6 +19,7 @@ from m1lite.storage import log as event_log
 from m1lite.storage.env import DataDirLock, LakeEnv
 from m1lite.storage.index import Index
 from m1lite.storage.meta import MetaStore
+from m1lite.storage.replay import replay
 from m1lite.storage.writer import Writer
 from m1lite.stores import Stores, load_template
 from m1lite.system import SystemProperties
@@ -65,7 +68,17 @@ class Environment:
         self.index = Index()
         next_key = event_log.next_key(self.lake)
         with self.lake.read() as txn:
-            self.index.load(txn, self.lake.dbs["index"], next_key)
+            watermark = self.index.load(txn, self.lake.dbs["index"])
+        # Events after the last index checkpoint: seconds of traffic, never history.
+        replayed = replay(
+            self.lake,
+            self.index,
+            start=watermark,
+            field_kinds=self.field_kinds(),
+            date_ms=parse_date_ms,
+        )
+        if replayed:
+            logger.info("indexed %d events written after the last checkpoint", replayed)
         self.writer = Writer(
             self.lake,
             self.index,
@@ -100,6 +113,26 @@ class Environment:
                 file=sys.stderr,
                 flush=True,
             )
+
+    def submit(
+        self, items: list[Any], client_ip: str, *, published: bool = True, durable: bool = False
+    ) -> asyncio.Future[list[int]] | None:
+        """Enrich client items and queue them; with durable=True, a future of their keys
+        (resolved once they are durable and visible)."""
+        batch = self.enricher.records(items, client_ip)
+        if not batch.records:
+            if not durable:
+                return None
+            done: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+            done.set_result([])
+            return done
+        return self.writer.submit(
+            batch.records,
+            shared=batch.shared,
+            encoded=batch.encoded,
+            published=published,
+            durable=durable,
+        )
 
     def save_schema(self) -> None:
         self.meta.put("schema", self.schema.to_list())

@@ -33,6 +33,7 @@ from pyroaring import BitMap
 from m1lite.config import Config
 from m1lite.environment import Environment
 from m1lite.errors import BadRequest
+from m1lite.query import facets
 from m1lite.query.datemath import resolve_date
 from m1lite.query.execute import QueryContext
 from m1lite.query.facets import MAX_BUCKETS, parse_facets, run_facets
@@ -75,8 +76,7 @@ def write(env: Environment, batches: list[list[dict[str, Any]]]) -> None:
     async def go() -> None:
         for items in batches:
             if items:
-                records, shared = env.enricher.records([dict(i) for i in items], "10.0.0.1")
-                future = env.writer.submit(records, shared=shared, durable=True)
+                future = env.submit([dict(i) for i in items], "10.0.0.1", durable=True)
                 assert future is not None
                 await future
 
@@ -506,6 +506,10 @@ def fixed_events(n: int = 120, seed: int = 7) -> list[dict[str, Any]]:
             event["x"] = [rng.choice(words), rng.randint(0, 3), rng.choice(words)]
         if rng.random() < 0.3:
             event["user"] = {"id": f"u{rng.randint(0, 9)}", "score": rng.randint(0, 3)}
+        if rng.random() < 0.9:
+            event["uid"] = f"id{i:03d}"  # many distinct values: small buckets count sparsely
+        if rng.random() < 0.5:
+            event["codes"] = [f"c{rng.randint(0, 299)}" for _ in range(rng.randint(1, 3))]
         events.append(event)
     return events
 
@@ -557,6 +561,38 @@ TERMS_CASES = [
     {"type": "terms", "field": "s", "sort": "p asc", "facet": {"p": "percentile(price,50)"}},
     {"type": "terms", "field": "nope", "missing": True, "allBuckets": True, "numBuckets": True},
     {"type": "terms", "field": "_m1key", "limit": 5, "sort": "index desc"},
+    {
+        "type": "terms",
+        "field": "s",
+        "limit": -1,
+        "facet": {
+            "u": {
+                "type": "terms",
+                "field": "uid",
+                "limit": 3,
+                "sort": "index desc",
+                "prefix": "id0",
+                "numBuckets": True,
+                "allBuckets": True,
+                "facet": {"n": "sum(n)"},
+            }
+        },
+    },
+    {
+        "type": "terms",
+        "field": "s",
+        "limit": -1,
+        "facet": {
+            "c": {
+                "type": "terms",
+                "field": "codes",
+                "limit": 4,
+                "sort": "x asc",
+                "missing": True,
+                "facet": {"x": "max(n)"},
+            }
+        },
+    },
 ]
 
 
@@ -1133,6 +1169,26 @@ def test_runaway_buckets_are_400(fixed_env: Environment) -> None:
     assert "number" in error.message
 
 
+def test_work_budget_stops_expensive_nesting(
+    fixed_env: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every _m1key bucket lists all of codes' values (mincount 0): fine alone, too much
+    # together once the budget (lowered here; 200M values in production) runs out.
+    monkeypatch.setattr(facets, "MAX_WORK", 5_000)
+    request = {
+        "facet": {
+            "k": {
+                "type": "terms",
+                "field": "_m1key",
+                "limit": -1,
+                "facet": {"c": {"type": "terms", "field": "codes", "mincount": 0, "limit": 1}},
+            }
+        }
+    }
+    error = error_of(request, fixed_env)
+    assert error.code == "facet_limit" and "5,000" in error.message
+
+
 # ---------------------------------------------------------------------------- hypothesis
 
 WORDS = st.sampled_from(["a", "ab", "abc", "b", "ba", "Z", "é"])
@@ -1154,7 +1210,7 @@ EVENTS = st.lists(
     ),
     max_size=25,
 )
-TERMS_FIELDS = ["s", "m", "n", "mn", "price", "b", "when", "x", "nope"]
+TERMS_FIELDS = ["s", "m", "n", "mn", "price", "b", "when", "x", "uid", "codes", "nope"]
 RANGE_FIELDS = ["n", "mn", "price", "x", "_m1key"]
 FUNCS = [
     "count",

@@ -101,8 +101,9 @@ def write(env: Environment, items: list[dict[str, Any]], *, published: bool = Tr
     """What /write with async=false does: returns once the events are durable and visible."""
 
     async def submit() -> list[int]:
-        records, shared = env.enricher.records([dict(item) for item in items], "127.0.0.1")
-        future = env.writer.submit(records, shared=shared, published=published, durable=True)
+        future = env.submit(
+            [dict(item) for item in items], "127.0.0.1", published=published, durable=True
+        )
         assert future is not None
         return await asyncio.wait_for(future, 60)
 

@@ -46,8 +46,7 @@ def open_env(data: Path) -> Environment:
 
 def write(env: Environment, items: list[dict[str, Any]], *, published: bool = True) -> None:
     async def submit() -> None:
-        records, shared = env.enricher.records(items, "127.0.0.1")
-        future = env.writer.submit(records, shared=shared, published=published, durable=True)
+        future = env.submit(items, "127.0.0.1", published=published, durable=True)
         assert future is not None
         await asyncio.wait_for(future, 60)
 
@@ -124,7 +123,12 @@ def test_reindex_restores_the_answers(tmp_path: Path, damage: Callable[[LakeEnv]
     damage(lake)
     lake.close()
     env = open_env(data)
-    assert answers(env) != before  # the damage is visible
+    if damage is _drop:
+        # No index checkpoint at all: opening replays the whole log (the publish=false
+        # flag is in the log, so hidden events stay hidden).
+        assert answers(env) == before
+    else:
+        assert answers(env) != before  # the damage is visible
     env.close()
 
     done = reindex(data)
@@ -133,13 +137,7 @@ def test_reindex_restores_the_answers(tmp_path: Path, damage: Callable[[LakeEnv]
 
     env = open_env(data)
     try:
-        after = answers(env)
-        if damage is _drop:
-            # Only the index knew which events were written with publish=false.
-            assert "publish=false (if any) cannot be told apart" in done.stderr
-            assert set(after["*"]) - set(before["*"]) == set(HIDDEN)
-            after = {q: [k for k in found if k not in HIDDEN] for q, found in after.items()}
-        assert after == before
+        assert answers(env) == before
         write(env, [{"type": "view", "name": "after"}])  # and the index keeps growing
         assert 25_000 in answers(env)["type:view"]
     finally:

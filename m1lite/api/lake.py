@@ -34,10 +34,7 @@ async def write(call: Call) -> Response:
         )
     publish = params.boolean("publish", True)
     is_async = params.boolean("async", True)
-    records, shared = call.env.enricher.records(items, call.client_ip)
-    if not records:
-        return no_content() if is_async else json_response([])
-    future = call.env.writer.submit(records, shared=shared, published=publish, durable=not is_async)
+    future = call.env.submit(items, call.client_ip, published=publish, durable=not is_async)
     if future is None:
         return no_content()
     keys = await asyncio.shield(future)
@@ -137,7 +134,6 @@ async def _load(
         max_rows=None if max_rows < 0 else max_rows,
     )
     progress = ImportProgress(file=name, format=fmt, rows=0, errors=0, done=False)
-    enricher = call.env.enricher
     while True:
         # Parsing runs in a thread so a large file does not stall other requests.
         try:
@@ -148,11 +144,9 @@ async def _load(
             raise
         if not batch:
             break
-        records, shared = enricher.records(batch, call.client_ip)
-        future = call.env.writer.submit(records, shared=shared, published=True, durable=True)
+        future = call.env.submit(batch, call.client_ip, durable=True)
         assert future is not None
-        await asyncio.shield(future)
-        progress.rows += len(records)
+        progress.rows += len(await asyncio.shield(future))
     progress.done = True
     return progress
 

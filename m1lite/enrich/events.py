@@ -7,13 +7,15 @@ does one pass over each item and caches what repeats (the geo fields of an IP).
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from m1lite.enrich.geo import GeoLookup
 from m1lite.errors import BadRequest, PayloadTooLarge
 from m1lite.flatten import flatten
 from m1lite.schema import Schema
+from m1lite.storage.log import encode_record
 from m1lite.system import SystemProperties
 
 _GEO_PREFIX = "_m1.geo."
@@ -21,13 +23,20 @@ _GEO_CACHE_MAX = 65_536
 # JSON allows integers of any size; the log (msgpack) and the schema's integer type hold
 # signed 64-bit. A bigger one must be refused here: in the writer it would fail the whole
 # group commit, losing other clients' events that were already acknowledged.
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
 
-def received_utc(now: datetime | None = None) -> str:
+_second_prefix: tuple[int, str] = (-1, "")
+
+
+def received_utc(now_s: float | None = None) -> str:
     """ISO-8601 with milliseconds and Z, e.g. 2021-02-23T19:18:04.399Z."""
-    now = now or datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    global _second_prefix
+    now_s = time.time() if now_s is None else now_s
+    second = int(now_s)
+    if _second_prefix[0] != second:  # strftime once a second, not once a request
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        _second_prefix = (second, stamp)
+    return f"{_second_prefix[1]}{int((now_s - second) * 1000):03d}Z"
 
 
 class Enricher:
@@ -60,17 +69,17 @@ class Enricher:
             self._geo_fields[ip] = fields
         return fields
 
-    def records(
-        self, items: list[Any], client_ip: str
-    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Lake records for a /write's items, and the stamp they share (IP, receive time,
-        geo: the writer indexes those once per request). Any bad item fails the request."""
+    def records(self, items: list[Any], client_ip: str) -> Enriched:
+        """Lake records for a /write's items, the stamp they share (IP, receive time,
+        geo: the writer indexes those once per request) and their msgpack encodings.
+        Any bad item fails the request, never the group commit it would join."""
         system = self.system
         stamp = {system.property_ip: client_ip, system.property_received: received_utc()}
         stamp.update(self.geo_fields(client_ip))
         permissive = system.permissive
         rand = random.random
-        records = []
+        records: list[dict[str, Any]] = []
+        encoded: list[bytes] = []
         for position, item in enumerate(items):
             if not isinstance(item, dict):
                 raise BadRequest(
@@ -81,7 +90,6 @@ class Enricher:
             for key in [k for k in item if k.startswith("_m1")]:
                 del item[key]
             record = flatten(item, self.max_depth)
-            _check_integers(record, position)
             if len(record) > self.max_properties:
                 raise PayloadTooLarge(
                     f"items[{position}] has {len(record)} properties; "
@@ -90,17 +98,23 @@ class Enricher:
                 )
             record.update(stamp)
             record["_m1rand"] = rand()
-            records.append(self.schema.coerce(record, permissive))
-        return records, stamp
-
-
-def _check_integers(record: dict[str, Any], position: int) -> None:
-    for name, value in record.items():
-        values = value if type(value) is list else (value,)
-        for v in values:
-            if type(v) is int and not _INT_MIN <= v <= _INT_MAX:
+            record = self.schema.coerce(record, permissive)
+            try:
+                encoded.append(encode_record(record))
+            except OverflowError:
                 raise BadRequest(
-                    f"items[{position}].{name}: integer {v} does not fit in 64 bits "
+                    f"items[{position}] holds an integer that does not fit in 64 bits "
                     "(send it as a string or a float)",
                     code="integer_out_of_range",
-                )
+                ) from None
+            records.append(record)
+        return Enriched(records, stamp, encoded)
+
+
+@dataclass(slots=True)
+class Enriched:
+    """What the writer takes: records, their shared stamp, and their encodings."""
+
+    records: list[dict[str, Any]]
+    shared: dict[str, Any]
+    encoded: list[bytes]

@@ -84,6 +84,9 @@ MAX_DEPTH = 8
 MAX_RANGE_BUCKETS = 10_000
 MAX_BUCKETS = 100_000  # buckets in one response, all facets and levels together
 MAX_PERCENTILES = 100
+# Array cells (keys, buckets, statistic inputs) one request may touch: bounds the work of
+# nested facets whose limits are each fine but whose product is not.
+MAX_WORK = 200_000_000
 POSTINGS_MAX_VALUES = 4_096  # build postings for a terms facet only up to this many values
 # Measured: one bitmap intersection per value and 64K chunk costs about as much as
 # gathering and counting this many keys of the codes column.
@@ -598,6 +601,7 @@ class _Run:
         self.ctx = ctx
         self.strategy = strategy
         self.buckets = 0
+        self.work = 0
         self._fields: dict[str, FieldData] = {}
 
     def field(self, name: str) -> FieldData:
@@ -614,21 +618,21 @@ class _Run:
                 "lower limit here or in the enclosing facets"
             )
 
+    def charge(self, cells: int, path: str) -> None:
+        self.work += cells
+        if self.work > MAX_WORK:
+            raise FacetLimit(
+                f"facet {path!r}: the facet request would read more than {MAX_WORK:,} "
+                "values; lower the limits of nested facets or narrow the query"
+            )
+
     # -- one bucket at a time
 
-    def fill(
-        self,
-        bucket: dict[str, Any],
-        domain: BitMap,
-        body: Body,
-        stat_values: Sequence[tuple[str, Any]] | None = None,
-    ) -> None:
+    def fill(self, bucket: dict[str, Any], domain: BitMap, body: Body) -> None:
         """Add statistics and sub-facets to a bucket that already has its count."""
         if bucket["count"] == 0 and not body.process_empty:
             return
-        if stat_values is None:
-            stat_values = self.single_stats(domain, body)
-        for name, value in stat_values:
+        for name, value in self.single_stats(domain, body):
             if value is not None:
                 bucket[name] = value
         for facet in body.facets:
@@ -638,6 +642,7 @@ class _Run:
         if not body.stats:
             return []
         keys = keys_of(domain)
+        self.charge(keys.size * len(body.stats), "")
         stats = GroupedStats(
             np.zeros(keys.size, dtype=np.int64), keys, 1, np.array([keys.size]), self.field
         )
@@ -655,6 +660,7 @@ class _Run:
         n = len(vals)
         columns: list[tuple[str, list[Any]]] = []
         if body.stats:
+            self.charge(keys.size * len(body.stats), "")
             stats = GroupedStats(groups, keys, n, counts, self.field)
             columns = [(spec.name, stats.values(spec)) for spec in body.stats]
         members = _split(groups, keys, n) if body.facets else None
@@ -717,7 +723,9 @@ class _Run:
             0, (candidates.size if stop is None else min(stop, candidates.size)) - facet.offset
         )
         self.spend(wanted, facet.path)  # before any per-bucket work
-        chosen = candidates[self.order(facet, buckets, candidates)[facet.offset : stop]]
+        chosen = candidates[:0]
+        if wanted:
+            chosen = candidates[self.order(facet, buckets, candidates)[facet.offset : stop]]
         if facet.all_buckets:
             out["allBuckets"] = self.all_buckets(facet, buckets)
         if facet.missing:
@@ -743,6 +751,7 @@ class _Run:
             return np.lexsort((position, -counts if facet.descending else counts))
         spec = next(s for s in facet.body.stats if s.name == facet.sort_by)
         groups, keys = buckets.pairs(candidates)
+        self.charge(keys.size, facet.path)
         stats = GroupedStats(groups, keys, candidates.size, buckets.counts[candidates], self.field)
         return _stat_order(stats.values(spec), position, facet.descending)
 
@@ -773,6 +782,7 @@ class _Run:
             )
         ranges, labels, start, end = _range_bounds(facet, data, self.ctx.now_ms)
         keys = keys_of(domain)
+        self.charge(keys.size + len(ranges), facet.path)
         where, values = data.number_pairs(keys)
         order = np.argsort(values, kind="stable")
         sorted_values, sorted_keys = values[order], keys[where[order]]
@@ -878,39 +888,40 @@ def _stat_order(values: list[Any], position: np.ndarray, descending: bool) -> np
 
 
 class _TermBuckets:
-    """The possible buckets of a terms facet, numbered: first the field's distinct
-    numbers (ascending), then its dictionary ids (strings and booleans)."""
+    """The possible buckets of a terms facet, numbered: first the field's distinct numbers
+    (ascending), then string/boolean values (`string_ids`, dictionary ids: every id when
+    postings counted them or zero counts are asked for, else only the ids the domain
+    holds, so a small bucket of a big field costs what the bucket holds)."""
 
     def __init__(
         self, run: _Run, facet: TermsFacet, data: FieldData, domain: BitMap, keys: np.ndarray
     ) -> None:
         self.data = data
         self.domain = domain
-        self.keys = keys
         self.postings: list[BitMap] | None = None
-        self.string_pairs: tuple[np.ndarray, np.ndarray] | None = None
-        numbers, number_counts, self.number_pairs = self._numbers(facet, data, keys)
-        self.numbers = numbers
-        self.n_numbers = numbers.size
-        self.n_strings = data.n_values
-        string_counts = self._string_counts(run, data, domain, keys)
+        self.string_pairs: tuple[np.ndarray, np.ndarray] | None = None  # (local id, key)
+        run.charge(keys.size, facet.path)
+        self.numbers, number_counts, self.number_pairs = self._numbers(run, facet, data, keys)
+        self.n_numbers = self.numbers.size
+        self.string_ids, string_counts = self._strings(run, facet, data, domain, keys)
         self.counts = np.concatenate([number_counts, string_counts]).astype(np.int64)
         self.selectable = np.ones(self.counts.size, dtype=bool)
-        if facet.prefix is not None:
-            self.selectable[:] = False
-            if data.strings is not None and self.n_strings:
-                terms = sorted_terms(data.strings, self.n_strings)
+        if facet.prefix is not None:  # strings only: never numbers or booleans
+            self.selectable[: self.n_numbers] = False
+            if self.string_ids.size and data.strings is not None:
+                terms = sorted_terms(data.strings, data.n_values)
                 low, high = prefix_bounds(terms.strings, facet.prefix)
-                ids = np.array(terms.string_ids[low:high], dtype=np.int64)
-                self.selectable[self.n_numbers + ids[ids < self.n_strings]] = True
+                base = len(terms.bool_ids)  # strings come after the booleans in rank
+                rank = terms.rank()[self.string_ids]
+                self.selectable[self.n_numbers :] = (rank >= base + low) & (rank < base + high)
         self._position: np.ndarray | None = None
 
     @staticmethod
     def _numbers(
-        facet: TermsFacet, data: FieldData, keys: np.ndarray
+        run: _Run, facet: TermsFacet, data: FieldData, keys: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
         where, values = data.number_pairs(keys)
-        if facet.prefix is not None:  # a prefix selects strings only
+        if facet.prefix is not None:
             where, values = where[:0], values[:0]
         if data.number_extras is not None and where.size:  # an event counts once per value
             order = np.lexsort((values, where))
@@ -921,64 +932,66 @@ class _TermBuckets:
         distinct, inverse = np.unique(values, return_inverse=True)
         if facet.mincount == 0 and facet.prefix is None and not data.is_key:
             # Solr lists every value of the field with mincount 0, counted or not.
-            everything = data.numbers[~np.isnan(data.numbers)]
-            if data.number_extras is not None:
-                everything = np.concatenate([everything, data.number_extras.values])
-            widened = np.union1d(distinct, everything)
-            inverse = np.searchsorted(widened, distinct)[inverse]
-            distinct = widened
+            everything = data.distinct_numbers()
+            run.charge(everything.size, facet.path)
+            inverse = np.searchsorted(everything, distinct)[inverse]
+            distinct = everything
         counts = np.bincount(inverse, minlength=distinct.size)
         return distinct, counts, (inverse.astype(np.int64), keys[where])
 
-    def _string_counts(
-        self, run: _Run, data: FieldData, domain: BitMap, keys: np.ndarray
-    ) -> np.ndarray:
-        n = self.n_strings
+    def _strings(
+        self, run: _Run, facet: TermsFacet, data: FieldData, domain: BitMap, keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = data.n_values
         if n == 0 or data.strings is None:
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         if _terms_path(run.strategy, data, keys) == "postings":
+            chunks = int(keys[-1] >> 16) - int(keys[0] >> 16) + 1 if keys.size else 1
+            run.charge(n * (1 + chunks) * POSTINGS_COST, facet.path)
             # Built from every code in memory, not just below upto: the writer keeps built
             # postings current, so a build must not miss a batch it is adding right now.
-            self.postings = data.strings.bitmaps(_ALL_CODES)
-            postings = self.postings
-            return np.fromiter(
+            self.postings = postings = data.strings.bitmaps(_ALL_CODES)
+            counts = np.fromiter(
                 (domain.intersection_cardinality(postings[i]) for i in range(n)),
                 dtype=np.int64,
                 count=n,
             )
+            return np.arange(n, dtype=np.int64), counts
         where, ids = data.string_pairs(keys)
-        self.string_pairs = (ids, keys[where])
-        return np.bincount(ids, minlength=n)
+        if facet.mincount == 0 or ids.size * 4 >= n:
+            run.charge(n, facet.path)
+            self.string_pairs = (ids, keys[where])
+            return np.arange(n, dtype=np.int64), np.bincount(ids, minlength=n)
+        present = unique_ints(ids)
+        local = np.searchsorted(present, ids)
+        self.string_pairs = (local, keys[where])
+        return present, np.bincount(local, minlength=present.size)
 
     def index_position(self) -> np.ndarray:
         """Per bucket, its place in index order: numbers, then booleans, then strings."""
         if self._position is None:
             position = np.arange(self.counts.size, dtype=np.int64)
-            if self.n_strings and self.data.strings is not None:
-                rank = sorted_terms(self.data.strings, self.n_strings).rank()
-                position[self.n_numbers :] = self.n_numbers + rank[: self.n_strings]
+            if self.string_ids.size and self.data.strings is not None:
+                rank = sorted_terms(self.data.strings, self.data.n_values).rank()
+                position[self.n_numbers :] = self.n_numbers + rank[self.string_ids]
             self._position = position
         return self._position
 
     def val(self, bucket: int) -> Any:
         if bucket < self.n_numbers:
             return self.data.number_out(float(self.numbers[bucket]))
-        return self.data.string_out(bucket - self.n_numbers)
+        return self.data.string_out(int(self.string_ids[bucket - self.n_numbers]))
 
     def pairs(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(position in chosen, key) for every event of the chosen buckets."""
         lookup = np.full(self.counts.size, -1, dtype=np.int64)
         lookup[chosen] = np.arange(chosen.size)
+        sources = [self.number_pairs]
+        if self.string_pairs is not None:
+            sources.append((self.string_pairs[0] + self.n_numbers, self.string_pairs[1]))
         groups: list[np.ndarray] = []
         keys: list[np.ndarray] = []
-        for bucket_ids, bucket_keys in (
-            (self.number_pairs[0], self.number_pairs[1]),
-            *(
-                [(self.string_pairs[0] + self.n_numbers, self.string_pairs[1])]
-                if self.string_pairs is not None
-                else []
-            ),
-        ):
+        for bucket_ids, bucket_keys in sources:
             mapped = lookup[bucket_ids]
             keep = mapped >= 0
             groups.append(mapped[keep])
@@ -986,7 +999,8 @@ class _TermBuckets:
         if self.postings is not None:
             for position, bucket in enumerate(chosen.tolist()):
                 if bucket >= self.n_numbers:
-                    found = keys_of(self.postings[bucket - self.n_numbers] & self.domain)
+                    value_id = int(self.string_ids[bucket - self.n_numbers])
+                    found = keys_of(self.postings[value_id] & self.domain)
                     groups.append(np.full(found.size, position, dtype=np.int64))
                     keys.append(found)
         return np.concatenate(groups), np.concatenate(keys)

@@ -50,9 +50,10 @@ from m1lite.query.execute import KEY_FIELD, bitmap_array, sorted_terms
 from m1lite.schema import format_date_ms
 from m1lite.storage.index import FieldIndex, Index
 
-NUMERIC_STATS = frozenset({"sum", "avg", "min", "max", "sumsq", "variance", "stddev", "percentile"})
-FIELD_STATS = NUMERIC_STATS | {"unique", "hll", "missing", "countvals"}
-ALL_STATS = FIELD_STATS | {"count"}
+ALL_STATS = frozenset(
+    {"count", "sum", "avg", "min", "max", "sumsq", "variance", "stddev", "percentile"}
+    | {"unique", "hll", "missing", "countvals"}
+)
 
 _MARK_CELLS = 1 << 24  # distinct counts use a flag table up to this many group x value cells
 _EMPTY_I64 = np.zeros(0, dtype=np.int64)
@@ -292,14 +293,20 @@ class FieldData:
             self.string_extras = extras_for(index, "s", name, self.strings.extras, upto, self.codes)
         column = index.numbers.get(name)
         self.numbers = _EMPTY_F64 if column is None else column[: min(upto, len(column))]
+        self._distinct: np.ndarray | None = None
         number_extras = index.number_extras.get(name)
         self.number_extras = (
             None if not number_extras else extras_for(index, "n", name, number_extras, upto, None)
         )
 
-    @property
-    def has_numbers(self) -> bool:
-        return self.is_key or self.numbers.size > 0
+    def distinct_numbers(self) -> np.ndarray:
+        """Every distinct number the field holds below upto (sorted; computed once)."""
+        if self._distinct is None:
+            found = self.numbers[~np.isnan(self.numbers)]
+            if self.number_extras is not None:
+                found = np.concatenate([found, self.number_extras.values])
+            self._distinct = np.unique(found)
+        return self._distinct
 
     @property
     def integral(self) -> bool:

@@ -1,4 +1,4 @@
-"""Derived indexes over the event log, kept in memory and persisted with each commit.
+"""Derived indexes over the event log, kept in memory and checkpointed to LMDB.
 
 Per field, two structures a query can pick from:
 
@@ -12,14 +12,17 @@ Per field, two structures a query can pick from:
 
 Multi-valued fields keep their first value in the column and the rest in `extras`.
 
-Persistence, in the writer's transaction: each commit writes one segment per field
-it touched (codes or numbers for its key range, plus the dictionary values it
-added); when a 65,536-key chunk closes, its segments are merged into one record.
-Opening a store reads those records; it never replays the log.
+The writer adds each batch right after its log commit and only then moves
+`visible_upto` and acknowledges, so an acknowledged event is queryable. Readers
+must clamp to `visible_upto`.
 
-Readers must clamp to `visible_upto`: the writer adds a batch to memory before its
-commit and moves `visible_upto` only after the commit succeeded (a failed commit is
-rolled back with `rollback`).
+Persistence: `checkpoint` writes, per field touched since the last checkpoint, the
+chunks of 65,536 keys it touched (whole chunk arrays, so a chunk's record is
+simply replaced), the dictionary values added, and a watermark: every key below it
+is in the records. The writer checkpoints when a chunk closes, every few seconds
+while events arrive, and at shutdown. Opening a store loads the records and
+replays only the log after the watermark (seconds of traffic, never history), and
+a crash between checkpoints loses nothing: the log is the source of truth.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import re
 import struct
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import lmdb
@@ -42,9 +44,12 @@ _NUM = struct.Struct(">Q")
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
-# Record kinds in the `index` database (lower case: per-commit segment; upper: merged chunk).
+# Record kinds in the `index` database.
 CODES, NUMBERS, DICTIONARY, EXTRAS, NUMBER_EXTRAS, ARCHIVED = b"c", b"n", b"d", b"x", b"y", b"a"
+WATERMARK = b"w"
 SKIPPED_FIELDS = frozenset({"_m1key"})  # the key itself; no column needed
+
+Part = tuple[list[dict[str, Any]], Mapping[str, Any], bool]  # records, shared, published
 
 
 def _bool_key(value: bool) -> tuple[str, bool]:
@@ -53,17 +58,9 @@ def _bool_key(value: bool) -> tuple[str, bool]:
 
 
 def indexable_name(name: str) -> bool:
-    """Whether a field can be indexed: its name must fit in an LMDB key. Checked for every
-    kind of field, since one unfit key fails the whole group commit, and with it other
-    clients' events that were already acknowledged. The event keeps it in the log."""
+    """Whether a field can be indexed: its name must fit in an LMDB key (the event keeps
+    the field in the log either way)."""
     return "\x00" not in name and len(name.encode()) <= MAX_FIELD_NAME_BYTES
-
-
-def _number_slot(
-    numbers: dict[str, tuple[list[int], list[float]]], name: str
-) -> tuple[list[int], list[float]] | None:
-    """A batch's (keys, values) lists of a numeric field; None when it cannot be indexed."""
-    return numbers.setdefault(name, ([], [])) if indexable_name(name) else None
 
 
 def tokens(text: str) -> list[str]:
@@ -81,7 +78,7 @@ class FieldIndex:
         self.codes = np.zeros(0, dtype=np.uint32)
         self.extras: dict[int, list[int]] = {}  # key -> further value ids (multi-valued)
         self.postings: list[BitMap] | None = None  # id -> keys, built on demand
-        self.persisted_values = 0  # dictionary entries already written
+        self.persisted_values = 0  # dictionary entries already checkpointed
         self.merged_values = 0  # dictionary entries below this are in merged records
         self.lock = threading.Lock()  # postings: built by a reader, extended by the writer
 
@@ -89,20 +86,27 @@ class FieldIndex:
         key = _bool_key(value) if isinstance(value, bool) else value
         return self.ids.get(key)
 
-    def intern(self, value: Any) -> int:
-        key = _bool_key(value) if isinstance(value, bool) else value
-        found = self.ids.get(key)
-        if found is not None:
-            return found
+    def intern_many(self, new_values: Iterable[Any]) -> None:
+        """Add values not yet in the dictionary (the caller filtered them)."""
         # Under the lock: a reader building the postings must see values and postings
-        # change together (else one bitmap too few, and an IndexError in the writer).
+        # change together.
         with self.lock:
-            new_id = len(self.values)
-            self.values.append(value)
-            self.ids[key] = new_id
-            if self.postings is not None:
-                self.postings.append(BitMap())
-        return new_id
+            for value in new_values:
+                key = _bool_key(value) if isinstance(value, bool) else value
+                if key in self.ids:
+                    continue
+                self.ids[key] = len(self.values)
+                self.values.append(value)
+                if self.postings is not None:
+                    self.postings.append(BitMap())
+
+    def intern(self, value: Any) -> int:
+        found = self.value_id(value)
+        if found is None:
+            self.intern_many((value,))
+            found = self.value_id(value)
+            assert found is not None
+        return found
 
     def ensure_size(self, size: int) -> None:
         if len(self.codes) < size:
@@ -111,17 +115,14 @@ class FieldIndex:
             self.codes = grown
 
     def bitmaps(self, visible_upto: int) -> list[BitMap]:
-        """Postings per value id; built from the codes on first use. They may hold keys
-        at or past `visible_upto` (a commit in flight): callers clamp."""
+        """Postings per value id; built from the codes on first use. Callers clamp to
+        `visible_upto` (the writer may be adding a batch)."""
         with self.lock:
             if self.postings is None:
                 self.postings = self._build_postings()
             return self.postings
 
     def _build_postings(self) -> list[BitMap]:
-        # Every code, not only the visible ones: a batch the writer has added but not yet
-        # committed skipped these postings (they did not exist yet), and its keys must be
-        # in them when its commit makes them visible (`rollback` takes them out again).
         codes = self.codes
         order = np.argsort(codes, kind="stable")  # stable: keys stay ascending per value
         bounds = np.searchsorted(codes[order], np.arange(1, len(self.values) + 2))
@@ -131,19 +132,21 @@ class FieldIndex:
                 postings[value_id].add(key)
         return postings
 
+    def set_codes(self, keys: list[int], ids: np.ndarray) -> None:
+        self.codes[np.array(keys, dtype=np.int64)] = ids + 1
+        with self.lock:
+            if self.postings is not None:
+                postings = self.postings
+                for key, value_id in zip(keys, ids.tolist(), strict=True):
+                    postings[value_id].add(key)
 
-@dataclass
-class _Batch:
-    """One commit's additions, grouped per field."""
-
-    first_key: int
-    last_key: int = -1
-    strings: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
-    numbers: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
-    string_extras: dict[str, dict[int, list[int]]] = field(default_factory=dict)
-    number_extras: dict[str, dict[int, list[float]]] = field(default_factory=dict)
-    archived: list[int] = field(default_factory=list)
-    dictionary_marks: dict[str, int] = field(default_factory=dict)
+    def set_extras(self, extras: dict[int, list[int]]) -> None:
+        with self.lock:
+            self.extras.update(extras)
+            if self.postings is not None:
+                for key, more in extras.items():
+                    for value_id in more:
+                        self.postings[value_id].add(key)
 
 
 class Index:
@@ -152,8 +155,12 @@ class Index:
         self.numbers: dict[str, np.ndarray] = {}
         self.number_extras: dict[str, dict[int, list[float]]] = {}
         self.archived = BitMap()  # written with publish=false: in the log, not in the stores
-        self.visible_upto = 0  # keys below this are committed
-        self._pending: _Batch | None = None
+        self.visible_upto = 0  # keys below this are committed and indexed
+        self.checkpointed_upto = 0  # keys below this are in the persisted records
+        self._dirty_fields: set[str] = set()
+        self._dirty_numbers: set[str] = set()
+        self._dirty_archived = False
+        self._saved_dictionaries: dict[str, tuple[int, int]] = {}
 
     # -- reading ------------------------------------------------------------------
 
@@ -170,191 +177,175 @@ class Index:
         if index is None or value_id is None:
             return BitMap()
         upto = self.visible_upto
-        bitmaps = index.bitmaps(upto)
-        if value_id >= len(bitmaps):
-            return BitMap()  # a value of a commit that failed and was rolled back meanwhile
-        keys = bitmaps[value_id]
+        postings = index.bitmaps(upto)
+        if value_id >= len(postings):
+            return BitMap()
+        keys = postings[value_id]
         if keys and keys.max() >= upto:
             keys = keys.copy()
             keys.remove_range(upto, 1 << 32)
         return keys
 
-    # -- the writer's side ----------------------------------------------------------
+    # -- adding (the writer, after each log commit) ----------------------------------
 
     def add(
         self,
         first_key: int,
-        parts: Iterable[tuple[list[dict[str, Any]], Mapping[str, Any], bool]],
+        parts: Iterable[Part],
         *,
         date_fields: frozenset[str],
         text_fields: frozenset[str],
         date_ms: Callable[[Any], int | None],
     ) -> None:
-        """Add one commit's (records, shared, published) parts to memory, not yet visible;
-        `persist`, then `commit` or `rollback` follow. `shared` names fields every record
-        of the part holds with the same value: they are indexed once, by key range."""
-        batch = self._pending = _Batch(first_key)
-        strings = batch.strings
-        numbers = batch.numbers
-        fields = self.fields
+        """Index committed events with keys first_key.. in part order, then make them
+        visible. `shared` names fields every record of a part holds with one value
+        (the server's stamp): those are indexed once, by key range."""
+        strings: dict[str, tuple[list[int], list[str]]] = {}
+        numbers: dict[str, tuple[list[int], list[float]]] = {}
+        slow: list[tuple[int, str, Any]] = []  # booleans and arrays
         key = first_key
         for records, shared, published in parts:
+            count = len(records)
             if not published:
-                batch.archived.extend(range(key, key + len(records)))
-                key += len(records)
+                self.archived.add_range(key, key + count)
+                self._dirty_archived = True
+                key += count
                 continue
             if shared:
-                self._add_shared(batch, key, key + len(records), shared, date_fields, date_ms)
+                for name, value in shared.items():
+                    keys = list(range(key, key + count))
+                    if isinstance(value, bool | list):
+                        slow.extend((k, name, value) for k in keys)
+                        continue
+                    values = [value] * count
+                    target: dict[str, Any] = strings if isinstance(value, str) else numbers
+                    slot = target.get(name)
+                    if slot is None:
+                        target[name] = (keys, values)
+                    else:
+                        slot[0].extend(keys)
+                        slot[1].extend(values)
+            # The hot loop: only sorting values by field; the per-field work below
+            # runs over whole lists.
             for record in records:
                 for name, value in record.items():
                     if name in shared:
                         continue
                     kind = type(value)
                     if kind is str:
-                        if name in date_fields:
-                            ms = date_ms(value)
-                            if ms is not None:
-                                slot = numbers.get(name) or _number_slot(numbers, name)
-                                if slot is not None:
-                                    slot[0].append(key)
-                                    slot[1].append(float(ms))
-                            continue
-                        if name in text_fields:
-                            self._add_multi(batch, name, key, tokens(value))
-                            continue
-                        index = fields.get(name) or self._new_field(name)
-                        if index is None:
-                            continue
-                        value_id = index.ids.get(value)
-                        if value_id is None:
-                            value_id = self._intern(batch, index, value)
-                        pair = strings.get(name) or strings.setdefault(name, ([], []))
+                        string_slot = strings.get(name)
+                        if string_slot is None:
+                            string_slot = strings[name] = ([], [])
+                        string_slot[0].append(key)
+                        string_slot[1].append(value)
+                    elif kind is int or kind is float:
+                        number_slot = numbers.get(name)
+                        if number_slot is None:
+                            number_slot = numbers[name] = ([], [])
+                        number_slot[0].append(key)
+                        number_slot[1].append(value)
+                    else:
+                        slow.append((key, name, value))
+                key += 1
+        size = key
+        for name, (keys, values) in strings.items():
+            if name in date_fields:
+                self._add_dates(name, keys, values, date_ms, size)
+            elif name in text_fields:
+                for k, text in zip(keys, values, strict=True):
+                    slow.append((k, name, [text]))
+            elif indexable_name(name):
+                self._add_strings(name, keys, values, size)
+        for name, (keys, raw_numbers) in numbers.items():
+            if name in SKIPPED_FIELDS or not indexable_name(name):
+                continue
+            if name in date_fields:
+                self._add_dates(name, keys, raw_numbers, date_ms, size)
+            else:
+                self._number_column(name, size)[np.array(keys, dtype=np.int64)] = raw_numbers
+                self._dirty_numbers.add(name)
+        if slow:
+            self._add_slow(slow, text_fields, size)
+        if size > self.visible_upto:
+            self.visible_upto = size
+
+    def _add_strings(self, name: str, keys: list[int], values: list[str], size: int) -> None:
+        index = self.fields.get(name)
+        if index is None:
+            index = self.fields[name] = FieldIndex(name)
+        ids = index.ids
+        new = [v for v in dict.fromkeys(values) if v not in ids]
+        if new:
+            index.intern_many(new)
+        index.ensure_size(size)
+        codes = np.fromiter(map(ids.__getitem__, values), dtype=np.uint32, count=len(values))
+        index.set_codes(keys, codes)
+        self._dirty_fields.add(name)
+
+    def _add_dates(
+        self,
+        name: str,
+        keys: list[int],
+        values: list[Any],
+        date_ms: Callable[[Any], int | None],
+        size: int,
+    ) -> None:
+        parsed: dict[Any, int | None] = {}  # one request's events share a receive time
+        kept_keys, kept = [], []
+        for k, value in zip(keys, values, strict=True):
+            ms = parsed.get(value, -1)
+            if ms == -1:
+                ms = parsed[value] = date_ms(value)
+            if ms is not None:
+                kept_keys.append(k)
+                kept.append(float(ms))
+        if kept and indexable_name(name):
+            self._number_column(name, size)[np.array(kept_keys, dtype=np.int64)] = kept
+            self._dirty_numbers.add(name)
+
+    def _add_slow(
+        self, slow: list[tuple[int, str, Any]], text_fields: frozenset[str], size: int
+    ) -> None:
+        """Booleans and arrays: the first string/boolean value of an event goes in the
+        column and the rest in extras; the same for numbers."""
+        first_codes: dict[str, tuple[list[int], list[int]]] = {}
+        extras: dict[str, dict[int, list[int]]] = {}
+        for key, name, value in slow:
+            if not indexable_name(name):
+                continue
+            values = value if isinstance(value, list) else [value]
+            if name in text_fields:
+                values = [t for v in values if isinstance(v, str) for t in tokens(v)]
+            first_string = first_number = True
+            for item in values:
+                if isinstance(item, str | bool):
+                    index = self.fields.get(name)
+                    if index is None:
+                        index = self.fields[name] = FieldIndex(name)
+                    value_id = index.intern(item)
+                    if first_string:
+                        pair = first_codes.setdefault(name, ([], []))
                         pair[0].append(key)
                         pair[1].append(value_id)
-                    elif kind is float or kind is int:
-                        if name in SKIPPED_FIELDS:
-                            continue
-                        if name in date_fields:
-                            ms = date_ms(value)
-                            if ms is None:
-                                continue
-                            value = ms
-                        slot = numbers.get(name) or _number_slot(numbers, name)
-                        if slot is None:
-                            continue
-                        slot[0].append(key)
-                        slot[1].append(float(value))
-                    elif kind is bool:
-                        self._add_multi(batch, name, key, [value])
-                    elif kind is list:
-                        values = value
-                        if name in text_fields:
-                            values = [t for v in value if isinstance(v, str) for t in tokens(v)]
-                        self._add_multi(batch, name, key, values)
-                key += 1
-        batch.last_key = key - 1
-        self._apply_to_memory(batch)
-
-    def _add_shared(
-        self,
-        batch: _Batch,
-        start: int,
-        stop: int,
-        shared: Mapping[str, Any],
-        date_fields: frozenset[str],
-        date_ms: Callable[[Any], int | None],
-    ) -> None:
-        keys = range(start, stop)
-        for name, value in shared.items():
-            if isinstance(value, str) and name in date_fields:
-                ms = date_ms(value)
-                if ms is None:
-                    continue
-                value = float(ms)
-            if isinstance(value, str | bool):
-                index = self.fields.get(name) or self._new_field(name)
-                if index is None:
-                    continue
-                value_id = index.value_id(value)
-                if value_id is None:
-                    value_id = self._intern(batch, index, value)
-                pair = batch.strings.setdefault(name, ([], []))
-                pair[0].extend(keys)
-                pair[1].extend([value_id] * len(keys))
-            elif isinstance(value, int | float):
-                slot = _number_slot(batch.numbers, name)
-                if slot is None:
-                    continue
-                slot[0].extend(keys)
-                slot[1].extend([float(value)] * len(keys))
-
-    def _new_field(self, name: str) -> FieldIndex | None:
-        if not indexable_name(name):
-            return None  # kept in the log, not indexable as a field name
-        index = self.fields[name] = FieldIndex(name)
-        return index
-
-    def _intern(self, batch: _Batch, index: FieldIndex, value: Any) -> int:
-        batch.dictionary_marks.setdefault(index.name, len(index.values))
-        return index.intern(value)
-
-    def _add_multi(self, batch: _Batch, name: str, key: int, values: list[Any]) -> None:
-        """Slow path: booleans and arrays. First value in the column, the rest in extras."""
-        if not indexable_name(name):
-            return
-        first_string = True
-        first_number = True
-        for value in values:
-            if isinstance(value, str | bool):
-                index = self.fields.get(name) or self._new_field(name)
-                if index is None:
-                    return
-                value_id = index.ids.get(_bool_key(value) if isinstance(value, bool) else value)
-                if value_id is None:
-                    value_id = self._intern(batch, index, value)
-                if first_string:
-                    pair = batch.strings.setdefault(name, ([], []))
-                    pair[0].append(key)
-                    pair[1].append(value_id)
-                    first_string = False
-                else:
-                    batch.string_extras.setdefault(name, {}).setdefault(key, []).append(value_id)
-            elif isinstance(value, int | float):
-                if first_number:
-                    slot = batch.numbers.setdefault(name, ([], []))
-                    slot[0].append(key)
-                    slot[1].append(float(value))
-                    first_number = False
-                else:
-                    batch.number_extras.setdefault(name, {}).setdefault(key, []).append(
-                        float(value)
-                    )
-
-    def _apply_to_memory(self, batch: _Batch) -> None:
-        size = batch.last_key + 1
-        for name, (keys, ids) in batch.strings.items():
+                        first_string = False
+                    else:
+                        extras.setdefault(name, {}).setdefault(key, []).append(value_id)
+                elif isinstance(item, int | float):
+                    if first_number:
+                        self._number_column(name, size)[key] = float(item)
+                        first_number = False
+                    else:
+                        self.number_extras.setdefault(name, {}).setdefault(key, []).append(
+                            float(item)
+                        )
+                    self._dirty_numbers.add(name)
+        for name, (keys, value_ids) in first_codes.items():
             index = self.fields[name]
             index.ensure_size(size)
-            index.codes[np.array(keys, dtype=np.int64)] = np.array(ids, dtype=np.uint32) + 1
-            with index.lock:
-                if index.postings is not None:
-                    for key, value_id in zip(keys, ids, strict=True):
-                        index.postings[value_id].add(key)
-        for name, extras in batch.string_extras.items():
-            index = self.fields[name]
-            # Under the lock: a reader building the postings iterates the extras.
-            with index.lock:
-                index.extras.update(extras)
-                if index.postings is not None:
-                    for key, more in extras.items():
-                        for value_id in more:
-                            index.postings[value_id].add(key)
-        for name, (keys, values) in batch.numbers.items():
-            column = self._number_column(name, size)
-            column[np.array(keys, dtype=np.int64)] = np.array(values)
-        for name, number_extras in batch.number_extras.items():
-            self.number_extras.setdefault(name, {}).update(number_extras)
-        self.archived.update(batch.archived)
+            index.set_codes(keys, np.array(value_ids, dtype=np.uint32))
+            self._dirty_fields.add(name)
+        for name, more in extras.items():
+            self.fields[name].set_extras(more)
 
     def _number_column(self, name: str, size: int) -> np.ndarray:
         column = self.numbers.get(name)
@@ -366,72 +357,70 @@ class Index:
             self.numbers[name] = column = grown
         return column
 
-    def persist(self, txn: lmdb.Transaction, db: Any) -> None:
-        """Write the pending batch's segments (and merged chunks it closed)."""
-        batch = self._pending
-        if batch is None or batch.last_key < batch.first_key:
+    # -- checkpoints ----------------------------------------------------------------------
+
+    @property
+    def dirty(self) -> bool:
+        return self.checkpointed_upto < self.visible_upto
+
+    def checkpoint(self, txn: lmdb.Transaction, db: Any) -> None:
+        """Persist everything below `visible_upto` (see the module docstring)."""
+        upto = self.visible_upto
+        if upto <= self.checkpointed_upto:
             return
-        first, last = batch.first_key, batch.last_key
-        start = _NUM.pack(first)
-        for name in batch.strings:
+        self._saved_dictionaries = {
+            name: (self.fields[name].persisted_values, self.fields[name].merged_values)
+            for name in self._dirty_fields
+        }
+        chunks = range(self.checkpointed_upto // CHUNK_KEYS, (upto - 1) // CHUNK_KEYS + 1)
+        for name in self._dirty_fields:
             index = self.fields[name]
             prefix = name.encode() + b"\x00"
-            txn.put(CODES + prefix + start, index.codes[first : last + 1].tobytes(), db=db)
+            for chunk in chunks:
+                lo, hi = chunk * CHUNK_KEYS, min((chunk + 1) * CHUNK_KEYS, upto)
+                txn.put(CODES + prefix + _NUM.pack(lo), index.codes[lo:hi].tobytes(), db=db)
+                in_chunk = {k: v for k, v in index.extras.items() if lo <= k < hi}
+                if in_chunk:
+                    txn.put(EXTRAS + prefix + _NUM.pack(lo), _encode(in_chunk), db=db)
             if index.persisted_values < len(index.values):
-                new_values = index.values[index.persisted_values :]
                 txn.put(
                     DICTIONARY + prefix + _NUM.pack(index.persisted_values),
-                    _encode(new_values),
+                    _encode(index.values[index.persisted_values :]),
                     db=db,
                 )
-        for name, extras in batch.string_extras.items():
-            txn.put(EXTRAS + name.encode() + b"\x00" + start, _encode(extras), db=db)
-        for name, number_extras in batch.number_extras.items():
-            txn.put(NUMBER_EXTRAS + name.encode() + b"\x00" + start, _encode(number_extras), db=db)
-        for name in batch.numbers:
+                index.persisted_values = len(index.values)
+            if len(chunks) > 1:  # a chunk closed: fold its dictionary segments into one
+                self._merge_dictionary(txn, db, index)
+        for name in self._dirty_numbers:
             column = self.numbers[name]
-            txn.put(
-                NUMBERS + name.encode() + b"\x00" + start,
-                column[first : last + 1].tobytes(),
-                db=db,
-            )
-        if batch.archived:
-            txn.put(ARCHIVED + start, BitMap(batch.archived).serialize(), db=db)
-        if (last + 1) // CHUNK_KEYS > first // CHUNK_KEYS:
-            for chunk in range(first // CHUNK_KEYS, (last + 1) // CHUNK_KEYS):
-                self._merge_chunk(txn, db, chunk)
+            prefix = name.encode() + b"\x00"
+            extras = self.number_extras.get(name, {})
+            for chunk in chunks:
+                lo, hi = chunk * CHUNK_KEYS, min((chunk + 1) * CHUNK_KEYS, upto)
+                txn.put(NUMBERS + prefix + _NUM.pack(lo), column[lo:hi].tobytes(), db=db)
+                more = {k: v for k, v in extras.items() if lo <= k < hi}
+                if more:
+                    txn.put(NUMBER_EXTRAS + prefix + _NUM.pack(lo), _encode(more), db=db)
+        if self._dirty_archived:
+            for chunk in chunks:
+                lo = chunk * CHUNK_KEYS
+                part = BitMap()
+                part.add_range(lo, lo + CHUNK_KEYS)
+                txn.put(ARCHIVED + _NUM.pack(lo), (self.archived & part).serialize(), db=db)
+        txn.put(WATERMARK, _NUM.pack(upto), db=db)
 
-    def _merge_chunk(self, txn: lmdb.Transaction, db: Any, chunk: int) -> None:
-        """Replace a closed chunk's per-commit segments by one record per field."""
-        lo, hi = chunk * CHUNK_KEYS, (chunk + 1) * CHUNK_KEYS
-        for kind, names, itemsize in (
-            (CODES, list(self.fields), 4),
-            (NUMBERS, list(self.numbers), 8),
-        ):
-            for name in names:
-                prefix = kind + name.encode() + b"\x00"
-                cursor = txn.cursor(db=db)
-                segments = []
-                found = cursor.set_range(prefix + _NUM.pack(lo))
-                while found:
-                    raw_key = bytes(cursor.key())
-                    if not raw_key.startswith(prefix):
-                        break
-                    seg_start = _NUM.unpack(raw_key[len(prefix) :])[0]
-                    seg_end = seg_start + len(cursor.value()) // itemsize
-                    if seg_start >= hi or seg_end > hi:
-                        break
-                    segments.append(raw_key)
-                    found = cursor.next()
-                if len(segments) <= 1:
-                    continue
-                merged_start = _NUM.unpack(segments[0][len(prefix) :])[0]
-                source = self.fields[name].codes if kind == CODES else self.numbers[name]
-                for raw_key in segments:
-                    txn.delete(raw_key, db=db)
-                txn.put(prefix + _NUM.pack(merged_start), source[merged_start:hi].tobytes(), db=db)
-        for index in self.fields.values():
-            self._merge_dictionary(txn, db, index)
+    def checkpoint_done(self) -> None:
+        """The checkpoint's transaction committed."""
+        self.checkpointed_upto = self.visible_upto
+        self._dirty_fields.clear()
+        self._dirty_numbers.clear()
+        self._dirty_archived = False
+
+    def checkpoint_failed(self) -> None:
+        """The checkpoint's transaction did not commit: its dictionary writes are undone."""
+        for name, (persisted, merged) in self._saved_dictionaries.items():
+            self.fields[name].persisted_values = persisted
+            self.fields[name].merged_values = merged
 
     def _merge_dictionary(self, txn: lmdb.Transaction, db: Any, index: FieldIndex) -> None:
         """One record for the dictionary values added since the last merge."""
@@ -452,55 +441,19 @@ class Index:
             txn.put(segments[0], _encode(index.values[first_id:]), db=db)
         index.merged_values = len(index.values)
 
-    def commit(self) -> None:
-        """The pending batch is durable: make it visible."""
-        batch = self._pending
-        if batch is None:
-            return
-        for name in batch.strings:
-            index = self.fields[name]
-            index.persisted_values = len(index.values)
-        self.visible_upto = max(self.visible_upto, batch.last_key + 1)
-        self._pending = None
-
-    def rollback(self) -> None:
-        """The pending batch's commit failed: forget it (it will be retried)."""
-        batch = self._pending
-        if batch is None:
-            return
-        first = batch.first_key
-        for name, mark in batch.dictionary_marks.items():
-            index = self.fields[name]
-            with index.lock:  # see `intern`
-                for value in index.values[mark:]:
-                    index.ids.pop(_bool_key(value) if isinstance(value, bool) else value, None)
-                del index.values[mark:]
-                index.postings = None  # rebuilt from the codes on next use
-        for name in batch.strings:
-            index = self.fields[name]
-            index.codes[first:] = 0
-            for key in [k for k in index.extras if k >= first]:
-                del index.extras[key]
-            with index.lock:
-                if index.postings is not None:
-                    for keys in index.postings:
-                        keys.remove_range(first, 1 << 32)
-        for name in batch.numbers:
-            self.numbers[name][first:] = np.nan
-        for extras in self.number_extras.values():
-            for key in [k for k in extras if k >= first]:
-                del extras[key]
-        self.archived.remove_range(first, 1 << 32)
-        self._pending = None
-
     # -- opening ------------------------------------------------------------------------
 
-    def load(self, txn: lmdb.Transaction, db: Any, next_key: int) -> None:
-        """Read the persisted indexes for keys below next_key."""
+    def load(self, txn: lmdb.Transaction, db: Any) -> int:
+        """Read the persisted records; returns the watermark (the caller replays the log
+        from there with `add`)."""
+        raw_watermark = txn.get(WATERMARK, db=db)
+        upto = 0 if raw_watermark is None else _NUM.unpack(raw_watermark)[0]
         dictionaries: dict[str, list[tuple[int, list[Any]]]] = {}
         for raw_key, raw_value in txn.cursor(db=db):
             raw_key = bytes(raw_key)
             kind = raw_key[:1]
+            if kind == WATERMARK:
+                continue
             if kind == ARCHIVED:
                 self.archived |= BitMap.deserialize(bytes(raw_value))
                 continue
@@ -508,12 +461,12 @@ class Index:
             number = _NUM.unpack(raw_key[-8:])[0]
             if kind == CODES:
                 index = self.fields.get(name) or self.fields.setdefault(name, FieldIndex(name))
-                index.ensure_size(next_key)
-                codes = np.frombuffer(raw_value, dtype=np.uint32)
+                index.ensure_size(upto)
+                codes = np.frombuffer(raw_value, dtype=np.uint32)[: max(0, upto - number)]
                 index.codes[number : number + len(codes)] = codes
             elif kind == NUMBERS:
-                column = self._number_column(name, next_key)
-                values = np.frombuffer(raw_value, dtype=np.float64)
+                column = self._number_column(name, upto)
+                values = np.frombuffer(raw_value, dtype=np.float64)[: max(0, upto - number)]
                 column[number : number + len(values)] = values
             elif kind == DICTIONARY:
                 dictionaries.setdefault(name, []).append((number, _decode(raw_value)))
@@ -535,4 +488,6 @@ class Index:
             }
             index.persisted_values = len(index.values)
             index.merged_values = max(first for first, _ in parts)
-        self.visible_upto = next_key
+        self.archived.remove_range(upto, 1 << 32)
+        self.visible_upto = self.checkpointed_upto = upto
+        return upto

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import threading
 import time
 from collections import deque
@@ -24,23 +23,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import lmdb
-import msgspec
 
 from m1lite.errors import StorageFull, Unavailable
 from m1lite.storage.env import LakeEnv
-from m1lite.storage.index import Index
+from m1lite.storage.index import CHUNK_KEYS, Index
+from m1lite.storage.log import KEY, encode_record, log_value
 
 log = logging.getLogger("m1lite.writer")
 
-KEY = struct.Struct(">Q")
 MAX_BATCH_EVENTS = 20_000
-_encode = msgspec.msgpack.Encoder().encode
+CHECKPOINT_S = 5.0  # index checkpoints at least this often while events arrive
 
 
 @dataclass(slots=True)
 class _Submission:
     records: list[dict[str, Any]]
     shared: dict[str, Any]  # fields every record of the submission holds with one value
+    encoded: list[bytes]  # the records as msgpack, without `_m1key`
     published: bool
     future: asyncio.Future[list[int]] | None
     loop: asyncio.AbstractEventLoop | None
@@ -72,6 +71,7 @@ class Writer:
         self._running = False
         self._thread: threading.Thread | None = None
         self.storage_full = False
+        self._last_checkpoint = time.monotonic()
         self.commits = 0
         self.committed_events = 0
 
@@ -82,10 +82,13 @@ class Writer:
         records: list[dict[str, Any]],
         *,
         shared: dict[str, Any] | None = None,
+        encoded: list[bytes] | None = None,
         published: bool = True,
         durable: bool = False,
     ) -> asyncio.Future[list[int]] | None:
         """Queue records; with durable=True, return a future of their `_m1key`s."""
+        if encoded is None:
+            encoded = [encode_record(record) for record in records]
         future: asyncio.Future[list[int]] | None = None
         loop = None
         if durable:
@@ -103,11 +106,15 @@ class Writer:
                 raise Unavailable("the server is shutting down; nothing was stored")
             if self._queued_events + len(records) > self.max_queue_events:
                 raise Unavailable("the write queue is full; retry shortly", code="queue_full")
-            self._queue.append(_Submission(records, shared or {}, published, future, loop))
+            was_empty = not self._queue
+            self._queue.append(_Submission(records, shared or {}, encoded, published, future, loop))
             self._queued_events += len(records)
             if durable:
                 self._durable_waiting += 1
-            self._cond.notify()
+            # Wake the writer only when it must act now: a lingering writer woken for
+            # every async event takes the GIL just to fall asleep again.
+            if was_empty or durable or self._queued_events >= MAX_BATCH_EVENTS:
+                self._cond.notify()
         return future
 
     @property
@@ -133,11 +140,19 @@ class Writer:
     # -- the writer thread ------------------------------------------------------
 
     def _take_batch(self) -> list[_Submission] | None:
+        """The next group to commit; [] when idle and an index checkpoint is due; None
+        once stopped and drained."""
         with self._cond:
             while not self._queue and self._running:
-                self._cond.wait()
+                if not self._index.dirty:
+                    self._cond.wait()
+                    continue
+                due = self._last_checkpoint + CHECKPOINT_S - time.monotonic()
+                if due <= 0:
+                    return []
+                self._cond.wait(due)
             if not self._queue:
-                return None  # stopped and drained
+                return None
             deadline = time.monotonic() + self.group_commit_s
             while (
                 self._running
@@ -161,7 +176,11 @@ class Writer:
         while True:
             batch = self._take_batch()
             if batch is None:
+                self._checkpoint()
                 return
+            if not batch:
+                self._checkpoint()
+                continue
             try:
                 self._commit_with_growth(batch)
             except Exception as exc:  # never let the writer thread die silently
@@ -213,35 +232,61 @@ class Writer:
         lake = self._lake
         log_db = lake.dbs["log"]
         key = first_key = self.next_key
-        date_fields, text_fields = self._field_kinds()
-        try:
-            with lake.write() as txn:
-                for submission in batch:
-                    for record in submission.records:
-                        record["_m1key"] = key
-                        txn.put(KEY.pack(key), _encode(record), db=log_db, append=True)
-                        key += 1
-                self._index.add(
-                    first_key,
-                    [(s.records, s.shared, s.published) for s in batch],
-                    date_fields=date_fields,
-                    text_fields=text_fields,
-                    date_ms=self._date_ms,
-                )
-                self._index.persist(txn, lake.dbs["index"])
-        except BaseException:
-            self._index.rollback()
-            raise
-        # Committed (the context manager commits on a clean exit): visible, then acked.
-        self._index.commit()
+        with lake.write() as txn:
+            for submission in batch:
+                published = submission.published
+                for encoded in submission.encoded:
+                    value = log_value(encoded, key, published)
+                    txn.put(KEY.pack(key), value, db=log_db, append=True)
+                    key += 1
+        # Committed (the context manager commits on a clean exit): index, then acknowledge.
         self.next_key = key
         self.commits += 1
         self.committed_events += key - first_key
+        date_fields, text_fields = self._field_kinds()
+        try:
+            self._index.add(
+                first_key,
+                [(s.records, s.shared, s.published) for s in batch],
+                date_fields=date_fields,
+                text_fields=text_fields,
+                date_ms=self._date_ms,
+            )
+        except Exception:  # the events are safe in the log; `m1lite reindex` rebuilds
+            log.exception("indexing keys %d..%d failed; run m1lite reindex", first_key, key - 1)
+            self._index.visible_upto = max(self._index.visible_upto, key)
         key = first_key
         for submission in batch:
             count = len(submission.records)
             _settle(submission, list(range(key, key + count)))
             key += count
+        index = self._index
+        chunk_closed = index.checkpointed_upto // CHUNK_KEYS < index.visible_upto // CHUNK_KEYS
+        if chunk_closed or time.monotonic() - self._last_checkpoint >= CHECKPOINT_S:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Persist the in-memory index up to what is visible (see storage/index.py)."""
+        self._last_checkpoint = time.monotonic()
+        if not self._index.dirty:
+            return
+        for _attempt in range(8):
+            seen = self._lake.map_size
+            try:
+                with self._lake.write() as txn:
+                    self._index.checkpoint(txn, self._lake.dbs["index"])
+            except lmdb.MapFullError:
+                self._index.checkpoint_failed()
+                if self._lake.grow(seen):
+                    continue
+                log.error("index checkpoint skipped: storage full (the log has the events)")
+                return
+            except lmdb.Error:
+                self._index.checkpoint_failed()
+                log.exception("index checkpoint failed (the log has the events)")
+                return
+            self._index.checkpoint_done()
+            return
 
     def _hold_async(self, batch: list[_Submission]) -> None:
         """Storage is full: durable waiters learn nothing was stored (507); events
