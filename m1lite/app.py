@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from m1lite.api import error_response, lake, ops, query, schema, stores, system, users
 from m1lite.config import Config
@@ -63,7 +64,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message.get(exc.status_code, str(exc.detail)),
         codes.get(exc.status_code, "http_error"),
     )
-    return Response(body, exc.status_code, media_type="application/json")
+    # 404/405 come before anything read the body, so the server closes the connection;
+    # say so, or a keep-alive client reusing it sees its next request fail.
+    headers = {"Connection": "close"} if has_body(request.headers) else None
+    return Response(body, exc.status_code, headers, media_type="application/json")
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -122,36 +126,12 @@ class M1App:
             self.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _has_body(scope):
-            await self._asgi(scope, receive, send)
-            return
-        # A response sent before the request body was read in full (a 404, 405, 413, a
-        # refused origin) leaves the rest of the body on the socket, so the server closes the
-        # connection afterwards. Say so: a keep-alive client that reuses the socket would
-        # otherwise see its next request fail with "server disconnected".
-        body_done = False
-
-        async def tracking_receive() -> Message:
-            nonlocal body_done
-            message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done = True
-            return message
-
-        async def closing_send(message: Message) -> None:
-            if message["type"] == "http.response.start" and not body_done:
-                headers = [*message.get("headers", ()), (b"connection", b"close")]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self._asgi(scope, tracking_receive, closing_send)
+        await self._asgi(scope, receive, send)
 
 
-def _has_body(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return True
-    return False
+def has_body(headers: Headers) -> bool:
+    length = headers.get("content-length", "0").strip()
+    return "transfer-encoding" in headers or length not in ("", "0")
 
 
 def create_app(config: Config) -> M1App:

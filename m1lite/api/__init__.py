@@ -52,6 +52,13 @@ def endpoint(
             env: Environment = request.app.state.env
             try:
                 params = await read_params(request)
+            except ApiError as error:
+                # The body may be partly unread: the server closes the connection after
+                # this answer, and says so.
+                response = error_response(error)
+                response.headers["Connection"] = "close"
+                return response
+            try:
                 ip = client_ip(request, env)
                 user = None
                 if rights is not None:

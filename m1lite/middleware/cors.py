@@ -222,6 +222,8 @@ async def _refuse(send: Send, origin_raw: bytes) -> None:
                 (b"content-length", str(len(body)).encode()),
                 # The refusal depends on Origin, so a shared cache must not reuse it.
                 (b"vary", b"Origin"),
+                # Refused before any body was read: the connection will not be reused.
+                (b"connection", b"close"),
             ],
         }
     )

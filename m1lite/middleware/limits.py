@@ -1,8 +1,9 @@
 """Request body limits, enforced while the body streams in.
 
-A declared `Content-Length` over the limit is refused before a byte is read. Bodies with
-no length (chunked) or a wrong one are counted as they arrive; the first chunk past the
-limit makes `receive` raise `BodyTooLarge`, which unwinds the app and becomes a 413.
+A declared `Content-Length` over the limit is refused before a byte is read; one within
+it is trusted, because the server's HTTP parser (h11/h2) delivers exactly that many
+bytes. Bodies with no length (chunked) are counted as they arrive; the first chunk past
+the limit makes `receive` raise `BodyTooLarge`, which unwinds the app and becomes a 413.
 Compressed request bodies are refused: we never decompress input, so a small gzip
 payload cannot expand past the limit behind our back.
 """
@@ -62,6 +63,10 @@ class BodyLimitMiddleware:
             if int(declared) > limit:
                 await _reply(send, 413, _too_large_message(limit), "too_large")
                 return
+            # The server's HTTP parser delivers exactly Content-Length bytes, so only a
+            # chunked body needs counting: the common case pays for no wrappers.
+            await self.app(scope, receive, send)
+            return
 
         received = 0
         exceeded = False
@@ -118,6 +123,9 @@ async def _reply(send: Send, status: int, message: str, code: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                # Refused before the body was read: the server will close the
+                # connection, so say it (keep-alive clients would otherwise reuse it).
+                (b"connection", b"close"),
             ],
         }
     )
