@@ -62,8 +62,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "max-queue-events",
-        200_000,
-        "Events queued for the writer before /write answers 503 (back-pressure).",
+        50_000,
+        "Events queued in memory for the writer; past it /write waits up to 2 s for room "
+        "(back-pressure), then answers 503.",
         int,
     ),
     Setting("map-size-mb", 1024, "Initial LMDB map size; grown automatically when full.", int),
@@ -90,7 +91,7 @@ class Config:
     max_json_depth: int = 32
     max_properties_per_event: int = 1_000
     group_commit_ms: int = 50
-    max_queue_events: int = 200_000
+    max_queue_events: int = 50_000
     map_size_mb: int = 1024
     max_map_size_mb: int = 1_048_576
     log_level: str = "info"

@@ -34,6 +34,7 @@ async def write(call: Call) -> Response:
         )
     publish = params.boolean("publish", True)
     is_async = params.boolean("async", True)
+    await call.env.writer.room_for(len(items))
     future = call.env.submit(items, call.client_ip, published=publish, durable=not is_async)
     if future is None:
         return no_content()

@@ -55,7 +55,7 @@ class Writer:
         field_kinds: Callable[[], tuple[frozenset[str], frozenset[str]]],
         date_ms: Callable[[Any], int | None],
         group_commit_s: float = 0.05,
-        max_queue_events: int = 200_000,
+        max_queue_events: int = 50_000,
     ) -> None:
         self._lake = lake
         self._index = index
@@ -120,6 +120,15 @@ class Writer:
     @property
     def queued_events(self) -> int:
         return self._queued_events
+
+    async def room_for(self, count: int, *, wait_s: float = 2.0) -> None:
+        """Back-pressure: wait (up to wait_s) until `count` more events fit in the queue,
+        so a burst slows its senders down instead of being refused at once."""
+        deadline = time.monotonic() + wait_s
+        while self._queued_events + count > self.max_queue_events and self._running:
+            if time.monotonic() >= deadline:
+                return  # `submit` answers 503
+            await asyncio.sleep(0.01)
 
     # -- lifecycle -------------------------------------------------------------
 
