@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 GEOIP_TEST_DB := tests/data/GeoIP2-City-Test.mmdb
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench bench-ingest bench-query clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,18 @@ pytest: $(VENV)/.installed $(GEOIP_TEST_DB)
 
 test: lint typecheck pytest
 
-bench: $(VENV)/.installed
+$(VENV)/.bench-installed: pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: bench-ingest bench-query
+
+bench-ingest: $(VENV)/.installed
 	$(BIN)/python bench/bench_ingest.py
+
+# 1M events by default; `make bench-query QUERY_ARGS="--events 10000000"` for the full run.
+bench-query: $(VENV)/.bench-installed
+	$(BIN)/python bench/bench_query.py $(QUERY_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

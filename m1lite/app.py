@@ -14,7 +14,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from m1lite.api import error_response, lake, ops, query, schema, stores, system, users
+from m1lite.api import (
+    error_response,
+    lake,
+    ops,
+    query,
+    schema,
+    sessions,
+    static,
+    stores,
+    system,
+    users,
+)
 from m1lite.config import Config
 from m1lite.environment import Environment
 from m1lite.errors import ApiError, error_body
@@ -25,8 +36,10 @@ logger = logging.getLogger("m1lite")
 GET_POST = ["GET", "POST"]
 
 ROUTES = [
-    # /write first: Starlette tries routes in order, and it is the hot path.
+    # /write first: Starlette tries routes in order, and it is the hot path (then the
+    # heartbeats' /session/update).
     Route("/write", lake.write, methods=["POST"]),
+    Route("/session/update", sessions.session_update, methods=["POST"]),
     Route("/auth", users.auth, methods=["POST"]),
     Route("/user/password", users.password, methods=["POST"]),
     Route("/user/add", users.user_add, methods=["POST"]),
@@ -43,6 +56,7 @@ ROUTES = [
     Route("/store/list", stores.store_list, methods=GET_POST),
     Route("/store/enable", stores.store_enable, methods=["POST"]),
     Route("/store/autocommit", stores.store_autocommit, methods=["POST"]),
+    Route("/session/query", sessions.session_query, methods=GET_POST),
     Route("/session/list", stores.session_list, methods=GET_POST),
     Route("/orchestrate/addStores", stores.add_stores, methods=["POST"]),
     Route("/system", system.system_all, methods=GET_POST),
@@ -52,6 +66,10 @@ ROUTES = [
     Route("/ping", ops.ping, methods=["GET", "HEAD"]),
     Route("/init", ops.init, methods=GET_POST),
     Route("/health", ops.health, methods=["GET"]),
+    # The browser scripts (no token: pages load them with a plain <script> tag).
+    Route("/m1.js", static.m1_js, methods=["GET"]),
+    Route("/js/M1Events.js", static.m1events_js, methods=["GET"]),
+    Route("/js/instrumentation.js", static.instrumentation_js, methods=["GET"]),
 ]
 
 
@@ -118,11 +136,13 @@ class M1App:
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        if self.env is None:
-            self.open()
+        env = self.env if self.env is not None else self.open()
+        env.start_flusher()
         try:
             yield
         finally:
+            # The flusher first: what it handed the writer is committed by close().
+            await env.stop_flusher()
             self.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,4 +1,4 @@
-"""The `m1lite` operator command: serve, reindex, config-docs."""
+"""The `m1lite` operator command: serve, reindex, flush, config-docs."""
 
 from __future__ import annotations
 
@@ -142,8 +142,63 @@ def build_parser() -> argparse.ArgumentParser:
         "it). If interrupted, run it again.",
     )
     reindex.add_argument("--data", dest="data", default=None, help="Data directory.")
+    flush = commands.add_parser(
+        "flush",
+        help="flush lapsed sessions over the API (the guide's standalone flusher)",
+        description="Every --interval seconds, turn the sessions of a session store last "
+        "updated more than --timeout-s ago into sessionTimeout events (/write), then "
+        "delete them (/session/update). The server's built-in flusher already does this "
+        "(atomically); this is for running it elsewhere. See docs/sessions.md.",
+    )
+    flush.add_argument("--server", required=True, help="Server URL, e.g. http://127.0.0.1:8080.")
+    flush.add_argument(
+        "--user", required=True, help="A user with publish, sessionQuery and sessionUpdate."
+    )
+    flush.add_argument("--password", required=True, help="Its password.")
+    flush.add_argument("--session", default="stash", help="Session store (default: stash).")
+    flush.add_argument(
+        "--timeout-s",
+        type=float,
+        default=30.0,
+        help="Seconds without an update after which a session is flushed (default: 30).",
+    )
+    flush.add_argument(
+        "--interval", type=float, default=1.0, help="Seconds between passes (default: 1)."
+    )
+    flush.add_argument(
+        "--key",
+        default="session.id",
+        help="The session store's key property (default: session.id).",
+    )
+    flush.add_argument("--once", action="store_true", help="One pass, then exit.")
     commands.add_parser("config-docs", help="print docs/configuration.md from the settings table")
     return parser
+
+
+def _flush(args: argparse.Namespace) -> int:
+    from m1lite.client import ClientError
+    from m1lite.sessions.remote import run
+
+    if args.timeout_s <= 0 or args.interval <= 0:
+        print("m1lite: --timeout-s and --interval must be positive", file=sys.stderr)
+        return 2
+    try:
+        return run(
+            args.server,
+            args.user,
+            args.password,
+            args.session,
+            args.timeout_s,
+            key=args.key,
+            interval_s=args.interval,
+            once=args.once,
+            say=lambda line: print(f"m1lite flush: {line}", flush=True),
+        )
+    except ClientError as exc:
+        print(f"m1lite flush: {exc.message} ({exc.status} {exc.code})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -152,5 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(_serve(resolve(args)))
     if args.command == "reindex":
         sys.exit(_reindex(resolve(args)))
+    if args.command == "flush":
+        sys.exit(_flush(args))
     if args.command == "config-docs":
         sys.stdout.write(configuration_markdown())

@@ -15,6 +15,7 @@ from m1lite.enrich.events import Enricher
 from m1lite.enrich.geo import GeoLookup
 from m1lite.enrich.ip import TrustedProxies
 from m1lite.schema import Schema, parse_date_ms
+from m1lite.sessions import Flusher, SessionStores
 from m1lite.storage import log as event_log
 from m1lite.storage.env import DataDirLock, LakeEnv
 from m1lite.storage.index import Index
@@ -88,6 +89,22 @@ class Environment:
             group_commit_s=config.group_commit_ms / 1000,
             max_queue_events=config.max_queue_events,
         )
+        self.sessions = SessionStores(
+            self.stores,
+            self.lake,
+            self.writer,
+            self.schema,
+            geo_fields=self.enricher.geo_fields,
+            field_kinds=self.field_kinds,
+            max_depth=config.max_json_depth,
+            max_properties=config.max_properties_per_event,
+        )
+        # Live sessions come back from LMDB; those that lapsed while the server was down
+        # are flushed by the first tick.
+        live = self.sessions.load()
+        if live:
+            logger.info("rebuilt %d sessions from disk", live)
+        self.flusher = Flusher(self.sessions, self.system)
         self._bootstrap_admin()
 
     def field_kinds(self) -> tuple[frozenset[str], frozenset[str]]:
@@ -140,8 +157,15 @@ class Environment:
     def start(self) -> None:
         self.writer.start()
 
+    def start_flusher(self) -> None:
+        """Start the session flusher (needs the running event loop)."""
+        self.flusher.start()
+
+    async def stop_flusher(self) -> None:
+        await self.flusher.stop()
+
     def close(self) -> None:
-        """Drain queued events, then release the data directory."""
+        """Drain queued events and session changes, then release the data directory."""
         self.writer.stop()
         if self.geo is not None:
             self.geo.close()

@@ -34,6 +34,7 @@ import numpy as np
 from pyroaring import BitMap
 
 from m1lite.errors import BadRequest
+from m1lite.query import blocks
 from m1lite.query.ast import (
     And,
     BoolQuery,
@@ -463,7 +464,7 @@ def _number_range(
     column = ctx.numbers(name)
     if column is None:
         return BitMap()
-    result = keys_bitmap(np.flatnonzero(_compare(column, low, high, include_low, include_high)))
+    result = _column_range(ctx, name, column, low, high, include_low, include_high)
     extras = ctx.number_extras(name)
     if extras:
         upto = ctx.upto
@@ -472,23 +473,28 @@ def _number_range(
     return result
 
 
-def _compare(
+def _column_range(
+    ctx: QueryContext,
+    name: str,
     column: np.ndarray,
     low: float | None,
     high: float | None,
     include_low: bool,
     include_high: bool,
-) -> np.ndarray:
-    # NaN (absent) compares false everywhere, so it never matches.
-    mask: np.ndarray | None = None
-    if low is not None:
-        mask = column >= low if include_low else column > low
-    if high is not None:
-        upper = column <= high if include_high else column < high
-        mask = upper if mask is None else mask & upper
-    if mask is None:
-        mask = ~np.isnan(column)
-    return mask
+) -> BitMap:
+    """Keys whose column value lies within the bounds: through the block bounds when the
+    column is long (whole blocks in, whole blocks out), else one vectorised pass."""
+    if len(column) >= blocks.MIN_KEYS:
+        found = blocks.bounds(ctx.index, name, column)
+        parts = blocks.range_parts(found, column, low, high, include_low, include_high)
+        if parts is not None:
+            ranges, keys = parts
+            result = keys_bitmap(keys)
+            for start, stop in ranges:
+                result.add_range(start, stop)
+            return result
+    mask = blocks.compare(column, low, high, include_low, include_high)
+    return keys_bitmap(np.flatnonzero(mask))
 
 
 def _scalar_test(
@@ -605,8 +611,11 @@ def _key_range(ctx: QueryContext, node: Range) -> BitMap:
     high = float(ctx.upto) if node.high is None else _as_number(node.high)
     if low is None or high is None:
         raise BadRequest(f"{KEY_FIELD} ranges take integers", code="bad_range")
-    first = int(np.ceil(low)) if node.include_low or not low.is_integer() else int(low) + 1
-    last = int(np.floor(high)) if node.include_high or not high.is_integer() else int(high) - 1
+    # An open end (`*`) is unbounded whatever its bracket: `_m1key:{* TO 5}` includes key 0.
+    include_low = node.include_low or node.low is None
+    include_high = node.include_high or node.high is None
+    first = int(np.ceil(low)) if include_low or not low.is_integer() else int(low) + 1
+    last = int(np.floor(high)) if include_high or not high.is_integer() else int(high) - 1
     return key_range(max(first, 0), min(last + 1, ctx.upto))
 
 

@@ -72,6 +72,7 @@ from m1lite.query.stats import (
     FieldTypes,
     GroupedStats,
     StatSpec,
+    every_row,
     keys_of,
     unique_ints,
 )
@@ -572,6 +573,9 @@ def _slices(
     lengths = np.maximum(stops - starts, 0)
     total = int(lengths.sum())
     groups = np.repeat(np.arange(lengths.size), lengths)
+    if lengths.size and bool(np.all(starts[1:] == stops[:-1])) and bool(np.all(stops >= starts)):
+        # Back-to-back slices (adjacent range buckets): one contiguous run, no index array.
+        return groups, values[int(starts[0]) : int(stops[-1])]
     index = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
     return groups, values[index]
 
@@ -733,7 +737,10 @@ class _Run:
             missing: dict[str, Any] = {"count": int(absent.size)}
             self.fill(missing, keys_bitmap(absent), facet.body)
             out["missing"] = missing
-        groups, pair_keys = buckets.pairs(chosen)
+        if facet.body.stats or facet.body.facets:
+            groups, pair_keys = buckets.pairs(chosen)
+        else:  # counts alone: gathering every event of the chosen buckets would be wasted
+            groups = pair_keys = np.zeros(0, dtype=np.int64)
         out["buckets"] = self.many(
             facet.body, [buckets.val(b) for b in chosen], counts[chosen], groups, pair_keys
         )
@@ -784,8 +791,12 @@ class _Run:
         keys = keys_of(domain)
         self.charge(keys.size + len(ranges), facet.path)
         where, values = data.number_pairs(keys)
-        order = np.argsort(values, kind="stable")
-        sorted_values, sorted_keys = values[order], keys[where[order]]
+        if values.size > 1 and bool(np.any(values[1:] < values[:-1])):
+            order = np.argsort(values, kind="stable")
+            sorted_values, sorted_keys = values[order], keys[where[order]]
+        else:  # already in order, as a receive time is in key order: no sort, no shuffle
+            sorted_values = values
+            sorted_keys = keys if every_row(where, keys.size) else keys[where]
         multi = data.number_extras is not None
 
         def bounds(
@@ -812,20 +823,20 @@ class _Run:
         groups, pair_keys = _slices(first, last, sorted_keys)
         if multi:
             groups, pair_keys = _unique_pairs(groups, pair_keys)
-        counts = np.bincount(groups, minlength=len(ranges))
+            counts = np.bincount(groups, minlength=len(ranges))
+        else:  # one value per event: a bucket's count is its slice's length
+            counts = np.maximum(last - first, 0)
         kept = np.flatnonzero(counts >= facet.mincount)
         self.spend(kept.size, facet.path)
-        lookup = np.full(len(ranges), -1, dtype=np.int64)
-        lookup[kept] = np.arange(kept.size)
-        groups = lookup[groups]
-        inside = groups >= 0
+        if kept.size < len(ranges):  # renumber the kept buckets (mincount 0 keeps all)
+            lookup = np.full(len(ranges), -1, dtype=np.int64)
+            lookup[kept] = np.arange(kept.size)
+            groups = lookup[groups]
+            inside = groups >= 0
+            groups, pair_keys = groups[inside], pair_keys[inside]
         out: dict[str, Any] = {
             "buckets": self.many(
-                facet.body,
-                [labels[i] for i in kept],
-                counts[kept],
-                groups[inside],
-                pair_keys[inside],
+                facet.body, [labels[i] for i in kept], counts[kept], groups, pair_keys
             )
         }
         include, other = facet.include, facet.other

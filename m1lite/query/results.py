@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
-from m1lite.query.execute import KEY_FIELD, QueryContext, bitmap_array, sorted_terms
+from m1lite.query import blocks
+from m1lite.query.execute import (
+    KEY_FIELD,
+    QueryContext,
+    bitmap_array,
+    keys_bitmap,
+    sorted_terms,
+)
 
 SortSpec = list[tuple[str, bool]]  # (field, descending)
 _PARTITION_MIN = 4_096  # below this many matches a full lexsort is cheaper than narrowing
@@ -36,6 +43,10 @@ def page_keys(keys: BitMap, sort: SortSpec, start: int, rows: int, ctx: QueryCon
         return list(keys[start:stop])  # the bitmap is in key order already
     if sort[0] == (KEY_FIELD, True):
         return list(reversed(keys[total - stop : total - start]))
+    if total >= blocks.MIN_KEYS:
+        narrowed = _narrow_by_blocks(keys, sort[0], stop, ctx)
+        if narrowed is not None:
+            keys, total = narrowed, len(narrowed)
     candidates = bitmap_array(keys)
     first = _sort_keys(ctx, sort[0][0], sort[0][1], candidates)
     if total >= _PARTITION_MIN and stop < total // 2 and first.primary is not None:
@@ -54,6 +65,20 @@ def page_keys(keys: BitMap, sort: SortSpec, start: int, rows: int, ctx: QueryCon
     columns.append(candidates)  # the final tie-break: _m1key ascending
     order = np.lexsort(columns[::-1])  # lexsort's last key is the primary one
     return [int(k) for k in candidates[order[start:stop]]]
+
+
+def _narrow_by_blocks(
+    keys: BitMap, first: tuple[str, bool], stop: int, ctx: QueryContext
+) -> BitMap | None:
+    """The matches that can reach the first `stop` places when the first sort field is a
+    number or date field (see blocks.py); None when that cannot be narrowed."""
+    name, descending = first
+    column = ctx.numbers(name)
+    if column is None or ctx.codes(name) is not None:
+        return None  # no numbers, or strings too (they sort after numbers: not bounded here)
+    found = blocks.bounds(ctx.index, name, column)
+    kept = blocks.top_candidates(keys, column, found, descending=descending, stop=stop)
+    return None if kept is None else keys_bitmap(kept)
 
 
 class _SortKeys:

@@ -265,7 +265,7 @@ class Index:
                 self._number_column(name, size)[np.array(keys, dtype=np.int64)] = raw_numbers
                 self._dirty_numbers.add(name)
         if slow:
-            self._add_slow(slow, text_fields, size)
+            self._add_slow(slow, date_fields, text_fields, date_ms, size)
         if size > self.visible_upto:
             self.visible_upto = size
 
@@ -304,7 +304,12 @@ class Index:
             self._dirty_numbers.add(name)
 
     def _add_slow(
-        self, slow: list[tuple[int, str, Any]], text_fields: frozenset[str], size: int
+        self,
+        slow: list[tuple[int, str, Any]],
+        date_fields: frozenset[str],
+        text_fields: frozenset[str],
+        date_ms: Callable[[Any], int | None],
+        size: int,
     ) -> None:
         """Booleans and arrays: the first string/boolean value of an event goes in the
         column and the rest in extras; the same for numbers."""
@@ -316,6 +321,11 @@ class Index:
             values = value if isinstance(value, list) else [value]
             if name in text_fields:
                 values = [t for v in values if isinstance(v, str) for t in tokens(v)]
+            elif name in date_fields:
+                # A multi-valued date property arrives as a list of ISO strings: index them
+                # as epoch ms like single dates, or date queries and stats would miss them.
+                stamps = (date_ms(v) for v in values if not isinstance(v, bool))
+                values = [float(ms) for ms in stamps if ms is not None]
             first_string = first_number = True
             for item in values:
                 if isinstance(item, str | bool):

@@ -9,6 +9,12 @@ of `async=false` requests. So an acknowledged key is durable and visible.
 Async batches linger up to `group_commit_s` so that many events share one fsync;
 a batch holding a durable waiter commits at once (the fsync in progress is the
 natural batching window).
+
+A submission may also carry `ops`: puts and deletes in other databases (the session
+stores' documents), applied in the same transaction right after the submission's
+events, in queue order. So "write these timeout events and remove those sessions"
+commits atomically, and a session put queued after a flush of the same session lands
+after it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +37,11 @@ from m1lite.storage.log import KEY, encode_record, log_value
 
 log = logging.getLogger("m1lite.writer")
 
-MAX_BATCH_EVENTS = 20_000
+MAX_BATCH_EVENTS = 20_000  # events plus ops per group commit (a bigger submission goes alone)
 CHECKPOINT_S = 5.0  # index checkpoints at least this often while events arrive
+
+# (database name, key, value): a put, or with value None a delete (a missing key is fine).
+Op = tuple[str, bytes, bytes | None]
 
 
 @dataclass(slots=True)
@@ -43,6 +52,8 @@ class _Submission:
     published: bool
     future: asyncio.Future[list[int]] | None
     loop: asyncio.AbstractEventLoop | None
+    ops: Sequence[Op] = ()
+    size: int = 0  # events + ops: what the queue and batch bounds count
 
 
 class Writer:
@@ -85,10 +96,13 @@ class Writer:
         encoded: list[bytes] | None = None,
         published: bool = True,
         durable: bool = False,
+        ops: Sequence[Op] = (),
     ) -> asyncio.Future[list[int]] | None:
-        """Queue records; with durable=True, return a future of their `_m1key`s."""
+        """Queue records (and `ops`, committed with them); with durable=True, return a
+        future of their `_m1key`s."""
         if encoded is None:
             encoded = [encode_record(record) for record in records]
+        size = len(records) + len(ops)
         future: asyncio.Future[list[int]] | None = None
         loop = None
         if durable:
@@ -104,11 +118,13 @@ class Writer:
                 raise StorageFull("storage is full: the event log cannot grow; nothing was stored")
             if not self._running:
                 raise Unavailable("the server is shutting down; nothing was stored")
-            if self._queued_events + len(records) > self.max_queue_events:
+            if self._queued_events + size > self.max_queue_events:
                 raise Unavailable("the write queue is full; retry shortly", code="queue_full")
             was_empty = not self._queue
-            self._queue.append(_Submission(records, shared or {}, encoded, published, future, loop))
-            self._queued_events += len(records)
+            self._queue.append(
+                _Submission(records, shared or {}, encoded, published, future, loop, ops, size)
+            )
+            self._queued_events += size
             if durable:
                 self._durable_waiting += 1
             # Wake the writer only when it must act now: a lingering writer woken for
@@ -175,7 +191,7 @@ class Writer:
             while self._queue and taken < MAX_BATCH_EVENTS:
                 submission = self._queue.popleft()
                 batch.append(submission)
-                taken += len(submission.records)
+                taken += submission.size
                 if submission.future is not None:
                     self._durable_waiting -= 1
             self._queued_events -= taken
@@ -248,6 +264,11 @@ class Writer:
                     value = log_value(encoded, key, published)
                     txn.put(KEY.pack(key), value, db=log_db, append=True)
                     key += 1
+                for name, op_key, op_value in submission.ops:
+                    if op_value is None:
+                        txn.delete(op_key, db=lake.dbs[name])
+                    else:
+                        txn.put(op_key, op_value, db=lake.dbs[name])
         # Committed (the context manager commits on a clean exit): index, then acknowledge.
         self.next_key = key
         self.commits += 1
@@ -272,7 +293,12 @@ class Writer:
         index = self._index
         chunk_closed = index.checkpointed_upto // CHUNK_KEYS < index.visible_upto // CHUNK_KEYS
         if chunk_closed or time.monotonic() - self._last_checkpoint >= CHECKPOINT_S:
-            self._checkpoint()
+            try:
+                self._checkpoint()
+            except Exception:
+                # Never out of here: `_run` would take it for a failed commit and commit
+                # the batch again (its events twice, a session flush twice).
+                log.exception("index checkpoint failed (the log has the events)")
 
     def _checkpoint(self) -> None:
         """Persist the in-memory index up to what is visible (see storage/index.py)."""
@@ -310,7 +336,7 @@ class Writer:
                 held.append(submission)
         with self._cond:
             self._queue.extendleft(reversed(held))
-            self._queued_events += sum(len(s.records) for s in held)
+            self._queued_events += sum(s.size for s in held)
         if held:
             # Retry later (space may have been freed); `stop` wakes this at once.
             with self._cond:

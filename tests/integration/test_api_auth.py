@@ -12,7 +12,8 @@ import pytest
 from integration.server import ADMIN_PASSWORD, ADMIN_USER, Server, assert_error
 from m1lite.app import ROUTES
 
-NO_TOKEN = {"/auth", "/ping", "/init"}
+# The browser scripts too: pages load them with a plain <script> tag.
+NO_TOKEN = {"/auth", "/ping", "/init", "/m1.js", "/js/M1Events.js", "/js/instrumentation.js"}
 ANY_TOKEN = {"/user/password"}  # any valid token; admin only to change someone else's
 PROXY = "10.9.9.9"
 
