@@ -54,6 +54,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 from bench import common
 from m1lite.config import Config
 from m1lite.environment import Environment
+from m1lite.errors import Unavailable
 from m1lite.query.facets import parse_facets
 from m1lite.query.parser import parse
 from m1lite.sessions.documents import read_ops
@@ -150,15 +151,23 @@ async def drain(env: Environment) -> None:
         await asyncio.sleep(0.01)
 
 
+async def put(env: Environment, item: dict[str, Any], ip: str) -> None:
+    """One async upsert request, waiting for the writer when its queue is full."""
+    ops = read_ops([{"upsert": [item]}], "session.id")
+    try:
+        env.sessions.update(STORE, ops, ip, durable=False)
+    except Unavailable:  # queue full: nothing changed; let the writer catch up
+        await drain(env)
+        env.sessions.update(STORE, ops, ip, durable=False)
+
+
 async def fill(env: Environment, count: int, seed: int = 7) -> tuple[float, float]:
     """One request per new session; (seconds applying, seconds until committed)."""
     rng = random.Random(seed)
     items = [session_item(n, rng) for n in range(count)]
-    sessions = env.sessions
     started = time.perf_counter()
     for n, item in enumerate(items):
-        ops = read_ops([{"upsert": [item]}], "session.id")
-        sessions.update(STORE, ops, IPS[n % len(IPS)], durable=False)
+        await put(env, item, IPS[n % len(IPS)])
         if n % 2_000 == 0:
             await asyncio.sleep(0)  # let the writer's answers through
     applied = time.perf_counter() - started
@@ -274,9 +283,7 @@ async def in_process(args: argparse.Namespace, workdir: Path, out: dict[str, Any
     rng = random.Random(5)
     for k in rng.sample(range(n), 10_000):
         item = {"session": {"id": f"bench-{k:06d}"}, "event": {"data": {"page": "/moved"}}}
-        env.sessions.update(
-            STORE, read_ops([{"upsert": [item]}], "session.id"), IPS[0], durable=False
-        )
+        await put(env, item, IPS[0])
     await drain(env)
     queries["facets after 10,000 updates (refresh + facets)"] = query(env, "*", 0, facet)[0]
     out["queries_ms"] = queries
@@ -328,9 +335,7 @@ async def memory(args: argparse.Namespace, workdir: Path, out: dict[str, Any]) -
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     for k, item in enumerate(items):
-        env.sessions.update(
-            STORE, read_ops([{"upsert": [item]}], "session.id"), IPS[k % 10], durable=False
-        )
+        await put(env, item, IPS[k % 10])
         if k % 2_000 == 0:
             await asyncio.sleep(0)
     await drain(env)

@@ -32,6 +32,7 @@ async def session_update(call: Call) -> Response:
     store = sessions.store(name)  # 404 before the ops are read
     ops = read_ops(params.json("ops", required=True), store.key)
     durable = not params.boolean("async", False)
+    await call.env.writer.room_for(2 * len(ops))  # a burst waits a little, as on /write
     future = sessions.update(name, ops, call.client_ip, durable=durable)
     if future is not None:
         await future  # 204 only once the ops are on disk

@@ -100,6 +100,9 @@ class SessionStores:
         """Apply ops to a store and queue them for LMDB; with durable=True, a future that
         resolves once they are on disk."""
         store = self.store(name)
+        # Refused before anything changes (queue full, stopping, storage full): an op
+        # makes at most two writes (a new incarnation deletes the old record).
+        self.writer.check(2 * len(ops), durable=durable)
         writes = store.update(ops, client_ip, self.now_ms())
         if not writes:
             if not durable:

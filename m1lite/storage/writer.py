@@ -30,7 +30,7 @@ from typing import Any
 
 import lmdb
 
-from m1lite.errors import StorageFull, Unavailable
+from m1lite.errors import ApiError, StorageFull, Unavailable
 from m1lite.storage.env import LakeEnv
 from m1lite.storage.index import CHUNK_KEYS, Index
 from m1lite.storage.log import KEY, encode_record, log_value
@@ -112,14 +112,9 @@ class Writer:
             # Checked under the lock: `stop` flips `_running` under it too, so a
             # submission either lands before the final drain or is refused; never
             # queued after the writer thread has exited (a lost 204, a hung future).
-            # While full, async events are refused (a 204 would promise what cannot be kept);
-            # async=false writes go through and learn the truth, so one can see space return.
-            if self.storage_full and not durable:
-                raise StorageFull("storage is full: the event log cannot grow; nothing was stored")
-            if not self._running:
-                raise Unavailable("the server is shutting down; nothing was stored")
-            if self._queued_events + size > self.max_queue_events:
-                raise Unavailable("the write queue is full; retry shortly", code="queue_full")
+            refused = self._refusal(size, durable)
+            if refused is not None:
+                raise refused
             was_empty = not self._queue
             self._queue.append(
                 _Submission(records, shared or {}, encoded, published, future, loop, ops, size)
@@ -132,6 +127,25 @@ class Writer:
             if was_empty or durable or self._queued_events >= MAX_BATCH_EVENTS:
                 self._cond.notify()
         return future
+
+    def check(self, size: int, *, durable: bool) -> None:
+        """Raise what `submit` would raise for a submission of `size` events plus ops
+        right now (for callers that must know before they change anything)."""
+        with self._cond:
+            refused = self._refusal(size, durable)
+        if refused is not None:
+            raise refused
+
+    def _refusal(self, size: int, durable: bool) -> ApiError | None:
+        # While full, async events are refused (a 204 would promise what cannot be kept);
+        # async=false writes go through and learn the truth, so one can see space return.
+        if self.storage_full and not durable:
+            return StorageFull("storage is full: the event log cannot grow; nothing was stored")
+        if not self._running:
+            return Unavailable("the server is shutting down; nothing was stored")
+        if self._queued_events + size > self.max_queue_events:
+            return Unavailable("the write queue is full; retry shortly", code="queue_full")
+        return None
 
     @property
     def queued_events(self) -> int:
