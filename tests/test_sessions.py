@@ -576,3 +576,21 @@ def test_the_flusher_ticks_on_its_own_until_stopped(h: Harness) -> None:
 
     run(go())
     assert [e["session.id"] for e in h.timeouts()] == ["s"]
+
+
+def test_sessions_from_one_place_share_a_geo_entry_freed_with_the_last(h: Harness) -> None:
+    geo = h.env.sessions.geo
+    h.upsert(heartbeat("a"), heartbeat("b"), ip=LONDON)
+    h.upsert(heartbeat("c"), ip=MILTON)
+    assert len(geo) == 2
+    h.upsert(heartbeat("c"), ip=LONDON)  # the visitor moved: Milton's entry is unused
+    assert len(geo) == 1
+    h.reopen()
+    geo = h.env.sessions.geo
+    assert len(geo) == 1
+    assert {i["_m1"]["geo"]["city_name"] for i in h.query()["items"]} == {"London"}
+    h.delete("a")
+    h.advance(31)
+    assert h.tick() == 2
+    assert len(geo) == 0
+    assert {e["_m1.geo.city_name"] for e in h.timeouts()} == {"London"}

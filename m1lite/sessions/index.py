@@ -212,10 +212,14 @@ class SessionIndex(Index):
         strings["_m1.ip"] = (keys, [ip or "" for ip in ips])
         # Sessions from one place share their geo fields: one list extension per field
         # and place, not one per field and session.
-        for geo_id in np.unique(geo_ids).tolist():
+        order = np.argsort(geo_ids, kind="stable")
+        grouped = geo_ids[order]
+        firsts = np.flatnonzero(np.diff(grouped, prepend=-1))
+        for first, stop in zip(firsts.tolist(), [*firsts[1:].tolist(), len(order)], strict=True):
+            geo_id = int(grouped[first])
             if geo_id == 0:
                 continue
-            members = slots[geo_ids == geo_id].tolist()
+            members = slots[order[first:stop]].tolist()
             for name, value in self.store.geo_fields(geo_id).items():
                 kind = type(value)
                 if kind is str:

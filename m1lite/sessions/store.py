@@ -60,53 +60,84 @@ def record_key(store: str, generation: int) -> bytes:
 
 
 class GeoTable:
-    """`_m1.geo` objects, interned: sessions from one place share one entry (id 0 = none).
+    """`_m1.geo` objects, interned and reference-counted: the sessions from one network
+    share one entry (id 0 = no geo), and an entry no live session uses is freed.
 
-    `lookup` is the enricher's `geo_fields(ip)` (flat `_m1.geo.*`, cached per IP and empty
-    while geo is off); the dict it returns for an IP is remembered by identity, so the
-    common case costs one dict lookup."""
+    An entry is kept only as msgpack (about 500 bytes for GeoLite2's 23 fields) and
+    decoded when a document or the query index needs it. `lookup` is the enricher's
+    `geo_fields(ip)` (flat `_m1.geo.*`, cached per IP, empty while geo is off); the dict it
+    returns for an IP is remembered by identity, so the common case costs two dict
+    lookups."""
 
     def __init__(self, lookup: Callable[[str], dict[str, Any]]) -> None:
         self._lookup = lookup
-        self.nested: list[dict[str, Any] | None] = [None]
-        self.flat: list[dict[str, Any]] = [{}]
-        self.packed: list[bytes | None] = [None]
+        self._packed: list[bytes | None] = [None]  # id -> the entry
+        self._refs: list[int] = [0]  # id -> live sessions using it
         self._ids: dict[bytes, int] = {}
-        self._seen: dict[int, tuple[dict[str, Any], int]] = {}
+        self._free: list[int] = []
+        self._seen: dict[int, tuple[dict[str, Any], bytes]] = {}
 
-    def for_ip(self, ip: str) -> int:
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def for_ip(self, ip: str) -> bytes | None:
+        """The packed `_m1.geo` of an address (not yet referenced: see `acquire`)."""
         flat = self._lookup(ip)
         if not flat:
-            return 0
+            return None
         seen = self._seen.get(id(flat))
         if seen is not None and seen[0] is flat:
             return seen[1]
-        geo_id = self.intern({name[len(GEO_PREFIX) :]: value for name, value in flat.items()})
+        packed = _encode({name[len(GEO_PREFIX) :]: value for name, value in flat.items()})
         if len(self._seen) >= _GEO_CACHE_MAX:
             self._seen.clear()
-        self._seen[id(flat)] = (flat, geo_id)  # holding `flat` keeps its id from reuse
-        return geo_id
+        self._seen[id(flat)] = (flat, packed)  # holding `flat` keeps its id from reuse
+        return packed
 
-    def intern(self, nested: dict[str, Any] | None) -> int:
-        if not nested:
-            return 0
-        return self.intern_packed(_encode(nested), nested)
-
-    def intern_packed(self, packed: bytes | None, nested: dict[str, Any] | None = None) -> int:
-        """The id of a geo entry given as msgpack (as stored in a session record)."""
+    def acquire(self, packed: bytes | None) -> int:
+        """The id of an entry, counting one more session that uses it."""
         if packed is None:
             return 0
         geo_id = self._ids.get(packed)
         if geo_id is None:
-            if nested is None:
-                nested = _decode(packed)
-            if not isinstance(nested, dict) or not nested:
-                return 0
-            geo_id = self._ids[packed] = len(self.nested)
-            self.nested.append(nested)
-            self.flat.append({GEO_PREFIX + name: value for name, value in nested.items()})
-            self.packed.append(packed)
+            if self._free:
+                geo_id = self._free.pop()
+                self._packed[geo_id] = packed
+            else:
+                geo_id = len(self._packed)
+                self._packed.append(packed)
+                self._refs.append(0)
+            self._ids[packed] = geo_id
+        self._refs[geo_id] += 1
         return geo_id
+
+    def release(self, geo_id: int) -> None:
+        if geo_id == 0:
+            return
+        self._refs[geo_id] -= 1
+        if self._refs[geo_id] == 0:
+            packed = self._packed[geo_id]
+            assert packed is not None
+            del self._ids[packed]
+            self._packed[geo_id] = None
+            self._free.append(geo_id)
+
+    def packed(self, geo_id: int) -> bytes | None:
+        return self._packed[geo_id]
+
+    def nested(self, geo_id: int) -> dict[str, Any] | None:
+        """A fresh decoded copy of an entry."""
+        packed = self._packed[geo_id]
+        if packed is None:
+            return None
+        nested: dict[str, Any] = _decode(packed)
+        return nested
+
+    def flat(self, geo_id: int) -> dict[str, Any]:
+        nested = self.nested(geo_id)
+        if not nested:
+            return {}
+        return {GEO_PREFIX + name: value for name, value in nested.items()}
 
 
 def stamped(
@@ -203,7 +234,7 @@ class SessionStore:
             self._ips[slot],
             int(self._last[slot]),
             int(self._created[slot]),
-            self._geo.nested[int(self._geo_ids[slot])],
+            self._geo.nested(int(self._geo_ids[slot])),
         )
 
     def flat_row(self, slot: int) -> dict[str, Any] | None:
@@ -224,7 +255,7 @@ class SessionStore:
 
     def geo_fields(self, geo_id: int) -> dict[str, Any]:
         """The flat `_m1.geo.*` fields of a geo entry."""
-        return self._geo.flat[geo_id]
+        return self._geo.flat(geo_id)
 
     def take_dirty(self) -> list[int]:
         """The slots changed since the last call (for the query index)."""
@@ -258,7 +289,7 @@ class SessionStore:
         for session_id, change in staged.items():
             if change.doc is not None:
                 packed[session_id] = self._pack(change.doc, session_id)
-        geo_id = self._geo.for_ip(client_ip)
+        geo = self._geo.for_ip(client_ip)
         writes: list[WriterOp] = []
         for session_id, change in staged.items():
             slot = self._ids.get(session_id)
@@ -272,7 +303,7 @@ class SessionStore:
                 slot = self._allocate(session_id, now_ms)
             else:
                 self._ids.move_to_end(session_id)
-            self._set(slot, packed[session_id], client_ip, now_ms, geo_id)
+            self._set(slot, packed[session_id], client_ip, now_ms, geo)
             writes.append((SESSIONS_DB, self._key(slot), self._record(slot)))
         return writes
 
@@ -313,7 +344,7 @@ class SessionStore:
                 self._ips[slot],
                 int(self._last[slot]),
                 int(self._created[slot]),
-                self._geo.packed[int(self._geo_ids[slot])],
+                self._geo.packed(int(self._geo_ids[slot])),
                 self._docs[slot],
             ]
         )
@@ -350,6 +381,8 @@ class SessionStore:
         self._slot_ids[slot] = None
         self._docs[slot] = None
         self._ips[slot] = None
+        self._geo.release(int(self._geo_ids[slot]))
+        self._geo_ids[slot] = 0
         self._free.append(slot)
         self._mark(slot)
 
@@ -377,7 +410,7 @@ class SessionStore:
                     int(self._generation[slot]),
                     packed,
                     self._ips[slot],
-                    self._geo.nested[int(self._geo_ids[slot])],
+                    self._geo.nested(int(self._geo_ids[slot])),
                     int(self._last[slot]),
                     int(self._created[slot]),
                 )
@@ -393,14 +426,19 @@ class SessionStore:
             self._orphans.append(lapsed)
             return
         slot = self._allocate(lapsed.session_id, lapsed.created_ms, lapsed.generation)
-        self._set(slot, lapsed.packed, lapsed.ip, lapsed.last_ms, self._geo.intern(lapsed.geo))
+        geo = None if lapsed.geo is None else _encode(lapsed.geo)
+        self._set(slot, lapsed.packed, lapsed.ip, lapsed.last_ms, geo)
         self._ids.move_to_end(lapsed.session_id, last=False)
 
-    def _set(self, slot: int, packed: bytes, ip: str | None, last_ms: int, geo_id: int) -> None:
+    def _set(
+        self, slot: int, packed: bytes, ip: str | None, last_ms: int, geo: bytes | None
+    ) -> None:
         self._docs[slot] = packed
         self._ips[slot] = ip
         self._last[slot] = last_ms
-        self._geo_ids[slot] = geo_id
+        old = int(self._geo_ids[slot])
+        self._geo_ids[slot] = self._geo.acquire(geo)
+        self._geo.release(old)  # after: an unchanged place keeps its entry
         self._mark(slot)
 
     # -- rebuilding after a restart -------------------------------------------------
@@ -410,13 +448,12 @@ class SessionStore:
 
         An id found twice (an incarnation whose flush had not committed when the server
         stopped, and a newer one) keeps the newest live and flushes the older at once."""
-        found: list[tuple[Lapsed, int]] = []
-        geo = self._geo
+        found: list[tuple[Lapsed, bytes | None]] = []
         for generation, value in self._records(txn, db):
             try:
                 _format, ip, last, created, geo_packed, packed = _decode(value)
                 session_id = get_path(_decode(packed), self.key)
-                geo_id = geo.intern_packed(geo_packed)
+                geo = None if geo_packed is None else _decode(geo_packed)
             except (msgspec.DecodeError, ValueError, TypeError):
                 log.error("session store %s: unreadable record %d skipped", self.name, generation)
                 continue
@@ -424,19 +461,19 @@ class SessionStore:
                 text = id_text(session_id, self.key)
             except BadRequest:
                 text = ""  # cannot be live without an id; flushed at once
-            lapsed = Lapsed(text, generation, packed, ip, geo.nested[geo_id], last, created)
-            found.append((lapsed, geo_id))
+            lapsed = Lapsed(text, generation, packed, ip, geo, last, created)
+            found.append((lapsed, geo_packed))
             self._next_generation = max(self._next_generation, generation + 1)
         newest: dict[str, int] = {}
-        for lapsed, _geo_id in found:
+        for lapsed, _geo_packed in found:
             newest[lapsed.session_id] = max(newest.get(lapsed.session_id, 0), lapsed.generation)
         found.sort(key=lambda entry: entry[0].last_ms)  # the flusher's order
-        for lapsed, geo_id in found:
+        for lapsed, geo_packed in found:
             if not lapsed.session_id or newest[lapsed.session_id] != lapsed.generation:
                 self._orphans.append(lapsed)
                 continue
             slot = self._allocate(lapsed.session_id, lapsed.created_ms, lapsed.generation)
-            self._set(slot, lapsed.packed, lapsed.ip, lapsed.last_ms, geo_id)
+            self._set(slot, lapsed.packed, lapsed.ip, lapsed.last_ms, geo_packed)
         return len(found)
 
     def _records(self, txn: lmdb.Transaction, db: Any) -> Iterator[tuple[int, bytes]]:
