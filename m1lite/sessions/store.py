@@ -52,7 +52,9 @@ _GEN = struct.Struct(">Q")
 _FORMAT = 1  # first element of every stored record
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
-_GEO_CACHE_MAX = 65_536
+# Addresses whose packed geo is remembered: enough for the busiest networks; bounded, as
+# each entry keeps a flat geo dict alive (the enricher caches those for its own use).
+_GEO_CACHE_MAX = 4_096
 
 
 def record_key(store: str, generation: int) -> bytes:
@@ -66,8 +68,8 @@ class GeoTable:
     An entry is kept only as msgpack (about 500 bytes for GeoLite2's 23 fields) and
     decoded when a document or the query index needs it. `lookup` is the enricher's
     `geo_fields(ip)` (flat `_m1.geo.*`, cached per IP, empty while geo is off); the dict it
-    returns for an IP is remembered by identity, so the common case costs two dict
-    lookups."""
+    returns for an IP is remembered by identity for the most frequent addresses, so the
+    common case costs two dict lookups (otherwise a few microseconds of encoding)."""
 
     def __init__(self, lookup: Callable[[str], dict[str, Any]]) -> None:
         self._lookup = lookup
