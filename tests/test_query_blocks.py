@@ -18,7 +18,7 @@ import pytest
 
 from m1lite.config import Config
 from m1lite.environment import Environment
-from m1lite.query import blocks, stats
+from m1lite.query import blocks, facet_range, stats
 from m1lite.query.execute import QueryContext, execute
 from m1lite.query.facets import parse_facets, run_facets
 from m1lite.query.parser import parse
@@ -204,3 +204,94 @@ def test_unique_per_bucket_matches_a_full_pass(
         if members:
             assert bucket["u"] == len({r["s"] for r in members})
             assert bucket["uf"] == len({r["f"] for r in members if "f" in r})
+
+
+def test_key_ordered_columns_are_recognised(env: Environment) -> None:
+    ctx = context(env)
+
+    def ordered(name: str) -> bool:
+        column = env.index.numbers[name][: ctx.upto]
+        return blocks.key_ordered(env.index, name, column)
+
+    assert ordered("seq")  # every event, growing with the key
+    assert ordered("_m1.receivedUTC")  # ties within a write, growing across writes
+    assert not ordered("t")  # grows with the key but absent here and there
+    assert not ordered("x")  # every value in every block
+
+
+_RANGE_BODIES = [
+    {
+        "u": "unique(s)",
+        "total": "sum(x)",
+        "low": "min(f)",
+        "p": "percentile(x,50,90)",
+        "g": {"type": "terms", "field": "g", "limit": 2},
+    },
+    # read straight off the codes column per bucket; x holds numbers: the general way
+    {"u": "unique(s)", "n": "count", "h": "hll(g)", "missing": "unique(nope)"},
+    {"u": "unique(s)", "ux": "unique(x)"},
+]
+
+
+@pytest.mark.parametrize("body", _RANGE_BODIES)
+@pytest.mark.parametrize(
+    ("q", "facet"),
+    [
+        ("*", {"field": "seq", "start": 0, "end": 3000, "gap": 100}),
+        ("g:a", {"field": "seq", "start": -500, "end": 1000, "gap": 100, "processEmpty": True}),
+        ("g:a", {"field": "seq", "start": 250, "end": 2800, "gap": 70, "other": "all"}),
+        ("x:[5 TO 20]", {"field": "seq", "start": -50, "end": 2990, "gap": 333, "hardend": True}),
+        ("*", {"field": "seq", "start": 100, "end": 900, "gap": 100, "include": ["upper"]}),
+        ("g:(b OR c)", {"field": "seq", "start": 0, "end": 3000, "gap": 50, "mincount": 1}),
+        (
+            "*",
+            {
+                "field": "seq",
+                "start": 500,
+                "end": 1500,
+                "gap": 250,
+                "include": ["edge", "outer"],
+                "other": ["before", "after", "between"],
+            },
+        ),
+        (
+            "*",
+            {
+                "field": "_m1.receivedUTC",
+                "start": "2000-01-01T00:00:00Z",
+                "end": "NOW",
+                "gap": "+100YEARS",
+                "other": "all",
+            },
+        ),
+    ],
+)
+def test_key_position_buckets_equal_the_pairs_path(
+    env: Environment,
+    monkeypatch: pytest.MonkeyPatch,
+    q: str,
+    facet: dict[str, Any],
+    body: dict[str, Any],
+) -> None:
+    """Range facets over a key-ordered column find buckets by key position; the answers
+    (counts, before/after/between, statistics, sub-facets) are the general path's."""
+    request = parse_facets(
+        json.dumps({"facet": {"r": {"type": "range", **facet, "facet": body}}})
+    )
+    ctx = context(env)
+    domain = execute(parse(q), ctx)
+    chosen: list[bool] = []
+    find_column = facet_range._key_ordered_column
+
+    def spy(run: Any, data: Any) -> Any:
+        column = find_column(run, data)
+        chosen.append(column is not None)
+        return column
+
+    monkeypatch.setattr(facet_range, "_key_ordered_column", spy)
+    by_position = run_facets(request, domain, ctx)
+    assert chosen == [True]
+    monkeypatch.setattr(facet_range, "_key_ordered_column", lambda run, data: None)
+    by_pairs = run_facets(request, domain, ctx)
+    assert by_position == by_pairs
+    assert by_position["r"]["buckets"]

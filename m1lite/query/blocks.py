@@ -3,14 +3,16 @@ only the first rows of many matches, or a range on a column that grows with the 
 reads only the blocks that can matter.
 
 Keys are cut into blocks of `BLOCK_KEYS` (one roaring container's span). For each block
-of a column: its largest and smallest value (absent values ignored) and whether every
-key of the block holds a value.
+of a column: its largest and smallest value (absent values ignored), whether every
+key of the block holds a value, and whether its values never decrease with the key.
 
 - Sorting: `top_candidates` visits blocks from the most promising bound down, gathers
   the matches of each, and stops once the `stop`-th best value seen beats the bound of
   every block not visited: the page lies among what was gathered. `_m1.receivedUTC`
   grows with the key, so `sort=_m1.receivedUTC desc` reads the last block or two instead
   of gathering and partitioning every match (10M events: ~0.3 s down to under 1 ms).
+- Range facets: `key_ordered` tells when a column never decreases with the key, so that
+  a bucket's events are one key range (facet_range.py).
 - Ranges: `range_parts` takes blocks wholly inside the range as key ranges, skips blocks
   wholly outside and compares values only in the blocks in between (a date filter over
   the last days of a 10M-event log: a few blocks compared instead of 10M values).
@@ -41,19 +43,23 @@ class Bounds:
     high: np.ndarray  # per block: the largest value, -inf when none
     low: np.ndarray  # per block: the smallest value, +inf when none
     full: np.ndarray  # per block: every key holds a value
+    ordered: np.ndarray  # per block: every key holds a value, none smaller than the last
 
     def head(self, blocks: int) -> Bounds:
-        return Bounds(self.high[:blocks], self.low[:blocks], self.full[:blocks])
+        return Bounds(
+            self.high[:blocks], self.low[:blocks], self.full[:blocks], self.ordered[:blocks]
+        )
 
     def extend(self, more: Bounds) -> Bounds:
         return Bounds(
             np.concatenate([self.high, more.high]),
             np.concatenate([self.low, more.low]),
             np.concatenate([self.full, more.full]),
+            np.concatenate([self.ordered, more.ordered]),
         )
 
 
-_EMPTY = Bounds(np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool))
+_EMPTY = Bounds(np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool))
 _cache: weakref.WeakKeyDictionary[Index, dict[str, Bounds]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
@@ -63,8 +69,12 @@ def _reduce(blocks: np.ndarray) -> Bounds:
     high = np.fmax.reduce(blocks, axis=1)  # fmax/fmin skip NaN (absent)
     low = np.fmin.reduce(blocks, axis=1)
     full = ~np.isnan(blocks).any(axis=1)
+    ordered = (blocks[:, 1:] >= blocks[:, :-1]).all(axis=1)  # False wherever a NaN is
     return Bounds(
-        np.where(np.isnan(high), -np.inf, high), np.where(np.isnan(low), np.inf, low), full
+        np.where(np.isnan(high), -np.inf, high),
+        np.where(np.isnan(low), np.inf, low),
+        full,
+        ordered & full,
     )
 
 
@@ -87,6 +97,13 @@ def bounds(index: Index, name: str, column: np.ndarray) -> Bounds:
         found = _complete(column, 0, complete)
     tail = column[complete << BLOCK_BITS :]
     return found.extend(_reduce(tail.reshape(1, -1))) if tail.size else found
+
+
+def key_ordered(index: Index, name: str, column: np.ndarray) -> bool:
+    """Whether every key of `column` holds a value and no value is smaller than the one
+    before it (as a receive time grows with the key)."""
+    found = bounds(index, name, column)
+    return bool(found.ordered.all()) and bool(np.all(found.low[1:] >= found.high[:-1]))
 
 
 # -- sorting -------------------------------------------------------------------------------

@@ -57,6 +57,9 @@ ALL_STATS = frozenset(
 
 _MARK_CELLS = 1 << 24  # distinct counts use a flag table up to this many group x value cells
 _SORT_GROUPS_APART = 4_096  # beyond the flag table, up to this many groups are sorted apart
+# One group: sort its values when the flag table is this many times wider (measured: 14K
+# values of 2M possible sort in 65 us, flag in 132 us; 100K of 2M: 591 us vs 358 us).
+_SORT_RATHER_THAN_MARK = 32
 _EMPTY_I64 = np.zeros(0, dtype=np.int64)
 _EMPTY_F64 = np.zeros(0, dtype=np.float64)
 
@@ -423,6 +426,10 @@ def _distinct_per_group(groups: np.ndarray, values: np.ndarray, n_groups: int) -
             return _distinct_group_by_group(groups, values, n_groups)
         _, values = np.unique(values, return_inverse=True)
     width = int(values.max()) + 1
+    if n_groups == 1 and values.size * _SORT_RATHER_THAN_MARK < width:
+        # A few values of a wide field (one range bucket's sessions): a sort of those
+        # values costs less than clearing and counting a flag per possible value.
+        return np.array([unique_ints(values).size])
     if n_groups * width > _MARK_CELLS and n_groups <= _SORT_GROUPS_APART:
         return _distinct_group_by_group(groups, values, n_groups)
     cells = np.asarray(groups, dtype=np.int64) * width + values
