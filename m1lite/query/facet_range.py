@@ -77,13 +77,7 @@ def _key_ordered_column(run: FacetRun, data: FieldData) -> np.ndarray | None:
 
 def _key_positions(column: np.ndarray, bounds: list[_Bound]) -> tuple[list[int], list[int]]:
     """Per bound, the keys [first, last) whose values it holds (`column` is sorted)."""
-    first, last = _edges(
-        column,
-        np.array([b[0] for b in bounds], dtype=np.float64),
-        np.array([b[1] for b in bounds], dtype=np.float64),
-        np.array([b[2] for b in bounds], dtype=bool),
-        np.array([b[3] for b in bounds], dtype=bool),
-    )
+    first, last = _edges(column, bounds)
     return first.tolist(), last.tolist()
 
 
@@ -192,13 +186,7 @@ def _by_pairs(
     else:  # already in order: no sort, no shuffle
         sorted_values = values
         sorted_keys = keys if every_row(where, keys.size) else keys[where]
-    first, last = _edges(
-        sorted_values,
-        np.array([r[0] for r in ranges], dtype=np.float64),
-        np.array([r[1] for r in ranges], dtype=np.float64),
-        np.array([r[2] for r in ranges], dtype=bool),
-        np.array([r[3] for r in ranges], dtype=bool),
-    )
+    first, last = _edges(sorted_values, ranges)
     groups, pair_keys = _slices(first, last, sorted_keys)
     if data.number_extras is not None:
         groups, pair_keys = _unique_pairs(groups, pair_keys)
@@ -216,14 +204,8 @@ def _by_pairs(
     out: dict[str, Any] = {
         "buckets": run.many(facet.body, [labels[i] for i in kept], counts[kept], groups, pair_keys)
     }
-    for name, (low, high, low_in, high_in) in others:
-        one_first, one_last = _edges(
-            sorted_values,
-            np.array([low], dtype=np.float64),
-            np.array([high], dtype=np.float64),
-            np.array([low_in]),
-            np.array([high_in]),
-        )
+    for name, bound in others:
+        one_first, one_last = _edges(sorted_values, [bound])
         members = unique_ints(sorted_keys[int(one_first[0]) : int(one_last[0])])
         run.spend(1, facet.path)
         bucket: dict[str, Any] = {"count": int(members.size)}
@@ -232,14 +214,12 @@ def _by_pairs(
     return out
 
 
-def _edges(
-    sorted_values: np.ndarray,
-    lows: np.ndarray,
-    highs: np.ndarray,
-    low_in: np.ndarray,
-    high_in: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+def _edges(sorted_values: np.ndarray, bounds: list[_Bound]) -> tuple[np.ndarray, np.ndarray]:
     """Per bound, the positions [first, last) of the sorted values it holds."""
+    lows = np.array([b[0] for b in bounds], dtype=np.float64)
+    highs = np.array([b[1] for b in bounds], dtype=np.float64)
+    low_in = np.array([b[2] for b in bounds], dtype=bool)
+    high_in = np.array([b[3] for b in bounds], dtype=bool)
     first = np.where(
         low_in,
         np.searchsorted(sorted_values, lows, "left"),

@@ -41,7 +41,7 @@ from m1lite.query.results import SortSpec, page_keys
 from m1lite.query.stats import forget_extras
 from m1lite.schema import Schema, parse_date_ms
 from m1lite.sessions.store import SessionStore
-from m1lite.storage.index import FieldIndex, Index, indexable_name
+from m1lite.storage.index import FieldIndex, FieldValues, Index, indexable_name
 
 REFRESH_CHUNK = 4_096  # rows flattened and indexed at a time
 COMPACT_SLACK = 4_096  # dead dictionary values tolerated beyond twice the live rows
@@ -179,26 +179,8 @@ class SessionIndex(Index):
         field as `Index.add` does, the server's stamps and geo fields in bulk."""
         date_fields, text_fields = kinds
         size = self.visible_upto
-        strings: dict[str, tuple[list[int], list[str]]] = {}
-        numbers: dict[str, tuple[list[int], list[float]]] = {}
-        slow: list[tuple[int, str, Any]] = []
-        for key, row in rows:
-            for name, value in row.items():
-                kind = type(value)
-                if kind is str:
-                    string_slot = strings.get(name)
-                    if string_slot is None:
-                        string_slot = strings[name] = ([], [])
-                    string_slot[0].append(key)
-                    string_slot[1].append(value)
-                elif kind is int or kind is float:
-                    number_slot = numbers.get(name)
-                    if number_slot is None:
-                        number_slot = numbers[name] = ([], [])
-                    number_slot[0].append(key)
-                    number_slot[1].append(value)
-                else:
-                    slow.append((key, name, value))
+        values = FieldValues()
+        values.collect(rows)
         keys = [key for key, _row in rows]
         slots = np.asarray(keys, dtype=np.int64)
         last, created, geo_ids, ips = self.store.stamps(slots)
@@ -207,9 +189,9 @@ class SessionIndex(Index):
             ("_m1.session.lastUpdated", last),
             ("_m1.session.created", created),
         ):
-            numbers.pop(name, None)  # a client field of that name cannot exist (`_m1*`)
-            self._number_column(name, size)[slots] = column
-        strings["_m1.ip"] = (keys, [ip or "" for ip in ips])
+            values.numbers.pop(name, None)  # a client field of that name cannot exist (`_m1*`)
+            self.number_column(name, size)[slots] = column
+        values.strings["_m1.ip"] = (keys, [ip or "" for ip in ips])
         # Sessions from one place share their geo fields: one list extension per field
         # and place, not one per field and session.
         order = np.argsort(geo_ids, kind="stable")
@@ -221,35 +203,13 @@ class SessionIndex(Index):
                 continue
             members = slots[order[first:stop]].tolist()
             for name, value in self.store.geo_fields(geo_id).items():
-                kind = type(value)
-                if kind is str:
-                    text_slot = strings.setdefault(name, ([], []))
-                    text_slot[0].extend(members)
-                    text_slot[1].extend([value] * len(members))
-                elif kind is int or kind is float:
-                    number_slot = numbers.setdefault(name, ([], []))
-                    number_slot[0].extend(members)
-                    number_slot[1].extend([value] * len(members))
-                elif kind is bool and indexable_name(name):
+                if type(value) is bool and indexable_name(name):
                     self._put_shared_bool(name, members, value, size)
                 else:
-                    slow.extend((key, name, value) for key in members)
-        for name, (found_keys, values) in strings.items():
-            if name in date_fields:
-                self._add_dates(name, found_keys, values, parse_date_ms, size)
-            elif name in text_fields:
-                slow.extend((k, name, [text]) for k, text in zip(found_keys, values, strict=True))
-            elif indexable_name(name):
-                self._add_strings(name, found_keys, values, size)
-        for name, (found_keys, found) in numbers.items():
-            if not indexable_name(name):
-                continue
-            if name in date_fields:
-                self._add_dates(name, found_keys, found, parse_date_ms, size)
-            else:
-                self._number_column(name, size)[np.asarray(found_keys, dtype=np.int64)] = found
-        if slow:
-            self._add_slow(slow, date_fields, text_fields, parse_date_ms, size)
+                    values.extend(name, members, value)
+        self.add_values(
+            values, size, date_fields=date_fields, text_fields=text_fields, date_ms=parse_date_ms
+        )
 
     def _put_shared_bool(self, name: str, keys: list[int], value: bool, size: int) -> None:
         """A boolean every one of `keys` holds (a geo flag), in one column write."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import struct
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
 import lmdb
@@ -149,6 +149,59 @@ class FieldIndex:
                         self.postings[value_id].add(key)
 
 
+class FieldValues:
+    """A batch of events' values grouped by field, as `Index.add_values` takes them:
+    strings and numbers as (keys, values) per field, booleans and arrays as
+    (key, field, value) in `slow`. Grouping first keeps the per-event loop to sorting
+    values; the per-field work then runs over whole lists."""
+
+    __slots__ = ("numbers", "slow", "strings")
+
+    def __init__(self) -> None:
+        self.strings: dict[str, tuple[list[int], list[str]]] = {}
+        self.numbers: dict[str, tuple[list[int], list[float]]] = {}
+        self.slow: list[tuple[int, str, Any]] = []
+
+    def collect(
+        self, keyed: Iterable[tuple[int, Mapping[str, Any]]], skip: Container[str] = ()
+    ) -> None:
+        """Every field of every (key, record) but those in `skip`. The writer's hot loop."""
+        strings, numbers, slow = self.strings, self.numbers, self.slow
+        for key, record in keyed:
+            for name, value in record.items():
+                if name in skip:
+                    continue
+                kind = type(value)
+                if kind is str:
+                    string_slot = strings.get(name)
+                    if string_slot is None:
+                        string_slot = strings[name] = ([], [])
+                    string_slot[0].append(key)
+                    string_slot[1].append(value)
+                elif kind is int or kind is float:
+                    number_slot = numbers.get(name)
+                    if number_slot is None:
+                        number_slot = numbers[name] = ([], [])
+                    number_slot[0].append(key)
+                    number_slot[1].append(value)
+                else:
+                    slow.append((key, name, value))
+
+    def extend(self, name: str, keys: list[int], value: Any) -> None:
+        """One value every one of `keys` holds (a server stamp, a place's geo field)."""
+        kind = type(value)
+        slot: tuple[list[int], list[Any]]
+        if kind is str:
+            slot = self.strings.setdefault(name, ([], []))
+        elif kind is int or kind is float:
+            slot = self.numbers.setdefault(name, ([], []))
+        else:
+            self.slow.extend((key, name, value) for key in keys)
+            return
+        slot[0].extend(keys)
+        slot[1].extend([value] * len(keys))
+
+
 class Index:
     def __init__(self) -> None:
         self.fields: dict[str, FieldIndex] = {}
@@ -200,74 +253,54 @@ class Index:
         """Index committed events with keys first_key.. in part order, then make them
         visible. `shared` names fields every record of a part holds with one value
         (the server's stamp): those are indexed once, by key range."""
-        strings: dict[str, tuple[list[int], list[str]]] = {}
-        numbers: dict[str, tuple[list[int], list[float]]] = {}
-        slow: list[tuple[int, str, Any]] = []  # booleans and arrays
+        values = FieldValues()
         key = first_key
         for records, shared, published in parts:
             count = len(records)
             if not published:
                 self.archived.add_range(key, key + count)
                 self._dirty_archived = True
-                key += count
-                continue
-            if shared:
+            else:
+                keys = list(range(key, key + count))
                 for name, value in shared.items():
-                    keys = list(range(key, key + count))
-                    if isinstance(value, bool | list):
-                        slow.extend((k, name, value) for k in keys)
-                        continue
-                    values = [value] * count
-                    target: dict[str, Any] = strings if isinstance(value, str) else numbers
-                    slot = target.get(name)
-                    if slot is None:
-                        target[name] = (keys, values)
-                    else:
-                        slot[0].extend(keys)
-                        slot[1].extend(values)
-            # The hot loop: only sorting values by field; the per-field work below
-            # runs over whole lists.
-            for record in records:
-                for name, value in record.items():
-                    if name in shared:
-                        continue
-                    kind = type(value)
-                    if kind is str:
-                        string_slot = strings.get(name)
-                        if string_slot is None:
-                            string_slot = strings[name] = ([], [])
-                        string_slot[0].append(key)
-                        string_slot[1].append(value)
-                    elif kind is int or kind is float:
-                        number_slot = numbers.get(name)
-                        if number_slot is None:
-                            number_slot = numbers[name] = ([], [])
-                        number_slot[0].append(key)
-                        number_slot[1].append(value)
-                    else:
-                        slow.append((key, name, value))
-                key += 1
-        size = key
-        for name, (keys, values) in strings.items():
+                    values.extend(name, keys, value)
+                values.collect(zip(keys, records, strict=True), skip=shared)
+            key += count
+        self.add_values(
+            values, key, date_fields=date_fields, text_fields=text_fields, date_ms=date_ms
+        )
+        if key > self.visible_upto:
+            self.visible_upto = key
+
+    def add_values(
+        self,
+        values: FieldValues,
+        size: int,
+        *,
+        date_fields: frozenset[str],
+        text_fields: frozenset[str],
+        date_ms: Callable[[Any], int | None],
+    ) -> None:
+        """Write grouped values into the columns (grown to hold `size` keys); dates
+        become epoch ms, text fields tokens. Does not move `visible_upto`."""
+        slow = values.slow
+        for name, (keys, strings) in values.strings.items():
             if name in date_fields:
-                self._add_dates(name, keys, values, date_ms, size)
+                self._add_dates(name, keys, strings, date_ms, size)
             elif name in text_fields:
-                for k, text in zip(keys, values, strict=True):
-                    slow.append((k, name, [text]))
+                slow.extend((k, name, [text]) for k, text in zip(keys, strings, strict=True))
             elif indexable_name(name):
-                self._add_strings(name, keys, values, size)
-        for name, (keys, raw_numbers) in numbers.items():
+                self._add_strings(name, keys, strings, size)
+        for name, (keys, numbers) in values.numbers.items():
             if name in SKIPPED_FIELDS or not indexable_name(name):
                 continue
             if name in date_fields:
-                self._add_dates(name, keys, raw_numbers, date_ms, size)
+                self._add_dates(name, keys, numbers, date_ms, size)
             else:
-                self._number_column(name, size)[np.array(keys, dtype=np.int64)] = raw_numbers
+                self.number_column(name, size)[np.array(keys, dtype=np.int64)] = numbers
                 self._dirty_numbers.add(name)
         if slow:
             self._add_slow(slow, date_fields, text_fields, date_ms, size)
-        if size > self.visible_upto:
-            self.visible_upto = size
 
     def _add_strings(self, name: str, keys: list[int], values: list[str], size: int) -> None:
         index = self.fields.get(name)
@@ -300,7 +333,7 @@ class Index:
                 kept_keys.append(k)
                 kept.append(float(ms))
         if kept and indexable_name(name):
-            self._number_column(name, size)[np.array(kept_keys, dtype=np.int64)] = kept
+            self.number_column(name, size)[np.array(kept_keys, dtype=np.int64)] = kept
             self._dirty_numbers.add(name)
 
     def _add_slow(
@@ -342,7 +375,7 @@ class Index:
                         extras.setdefault(name, {}).setdefault(key, []).append(value_id)
                 elif isinstance(item, int | float):
                     if first_number:
-                        self._number_column(name, size)[key] = float(item)
+                        self.number_column(name, size)[key] = float(item)
                         first_number = False
                     else:
                         self.number_extras.setdefault(name, {}).setdefault(key, []).append(
@@ -357,7 +390,8 @@ class Index:
         for name, more in extras.items():
             self.fields[name].set_extras(more)
 
-    def _number_column(self, name: str, size: int) -> np.ndarray:
+    def number_column(self, name: str, size: int) -> np.ndarray:
+        """The field's float64 column, grown (NaN-filled) to hold at least `size` keys."""
         column = self.numbers.get(name)
         if column is None or len(column) < size:
             old = 0 if column is None else len(column)
@@ -475,7 +509,7 @@ class Index:
                 codes = np.frombuffer(raw_value, dtype=np.uint32)[: max(0, upto - number)]
                 index.codes[number : number + len(codes)] = codes
             elif kind == NUMBERS:
-                column = self._number_column(name, upto)
+                column = self.number_column(name, upto)
                 values = np.frombuffer(raw_value, dtype=np.float64)[: max(0, upto - number)]
                 column[number : number + len(values)] = values
             elif kind == DICTIONARY:
