@@ -336,12 +336,15 @@ def load_m1lite(
     batch: int = 5_000,
     in_flight: int = 8,
     progress: Callable[[int, float], None] | None = None,
+    make_records: Callable[[Dataset, int, int], list[dict[str, Any]]] | None = None,
 ) -> LoadResult:
     """Write every event into a new data directory through m1lite's own writer (group
     commits of the log, the index in the same transactions, checkpoints), as /write does
     after enrichment, with async=false semantics: each batch is acknowledged once durable.
     Then close the environment, which checkpoints the index: a server opens the directory
-    with nothing to replay."""
+    with nothing to replay. `make_records` replaces `records` (another bench's field
+    names)."""
+    build = make_records or records
     from m1lite.config import Config
     from m1lite.environment import Environment
     from m1lite.storage.log import encode_record
@@ -355,7 +358,7 @@ def load_m1lite(
         pending: deque[asyncio.Future[list[int]]] = deque()
         for lo in range(0, ds.n, batch):
             hi = min(lo + batch, ds.n)
-            batch_records = records(ds, lo, hi)
+            batch_records = build(ds, lo, hi)
             encoded = [encode_record(r) for r in batch_records]
             future = env.writer.submit(batch_records, encoded=encoded, durable=True)
             assert future is not None

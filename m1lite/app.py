@@ -24,6 +24,7 @@ from m1lite.api import (
     static,
     stores,
     system,
+    ui,
     users,
 )
 from m1lite.config import Config
@@ -106,7 +107,9 @@ class M1App:
         self.config = config
         self.env: Environment | None = None
         starlette = Starlette(
-            routes=ROUTES,
+            # The dashboard's files after the API (they need no token; its data calls
+            # go to the API like any client's).
+            routes=[*ROUTES, *ui.UI_ROUTES],
             lifespan=self._lifespan,
             exception_handlers={
                 HTTPException: _http_error,

@@ -1,4 +1,4 @@
-"""The `m1lite` operator command: serve, reindex, flush, config-docs."""
+"""The `m1lite` operator command: serve, reindex, flush, simulate, backup, restore, config-docs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import sys
 from collections.abc import Sequence
 
 from m1lite import __version__
+from m1lite import backup as backup_commands
 from m1lite.config import Config, add_arguments, configuration_markdown, resolve
+from m1lite.simulate.config import add_command as add_simulate_command
 from m1lite.storage.env import DataDirLock, DataDirLocked, LakeEnv
 
 REINDEX_BATCH = 20_000  # events per transaction, as the writer's largest group commit
@@ -171,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="The session store's key property (default: session.id).",
     )
     flush.add_argument("--once", action="store_true", help="One pass, then exit.")
+    add_simulate_command(commands)
     commands.add_parser("config-docs", help="print docs/configuration.md from the settings table")
+    backup_commands.add_commands(commands)
     return parser
 
 
@@ -209,5 +213,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(_reindex(resolve(args)))
     if args.command == "flush":
         sys.exit(_flush(args))
+    if args.command == "simulate":
+        from m1lite.simulate.run import command
+
+        sys.exit(command(args))
+    if args.command in backup_commands.COMMANDS:
+        sys.exit(backup_commands.run(args))
     if args.command == "config-docs":
         sys.stdout.write(configuration_markdown())

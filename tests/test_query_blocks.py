@@ -275,9 +275,7 @@ def test_key_position_buckets_equal_the_pairs_path(
 ) -> None:
     """Range facets over a key-ordered column find buckets by key position; the answers
     (counts, before/after/between, statistics, sub-facets) are the general path's."""
-    request = parse_facets(
-        json.dumps({"facet": {"r": {"type": "range", **facet, "facet": body}}})
-    )
+    request = parse_facets(json.dumps({"facet": {"r": {"type": "range", **facet, "facet": body}}}))
     ctx = context(env)
     domain = execute(parse(q), ctx)
     chosen: list[bool] = []

@@ -51,7 +51,11 @@ def m1_js_source() -> str:
 
 
 def _script(source: str) -> Script:
-    body = source.encode("utf-8")
+    return make_script(source.encode("utf-8"))
+
+
+def make_script(body: bytes) -> Script:
+    """A body with its gzipped bytes and strong ETag."""
     digest = hashlib.sha256(body).hexdigest()[:20]
     # mtime=0: the same bytes, and so the same ETag, on every start.
     return Script(body, gzip.compress(body, 9, mtime=0), f'"{digest}"')
@@ -77,25 +81,34 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-def _respond(request: Request, found: Script) -> Response:
+def respond(
+    request: Request,
+    found: Script,
+    *,
+    content_type: str = CONTENT_TYPE,
+    cache_control: str = CACHE_CONTROL,
+    extra_headers: dict[str, str] | None = None,
+) -> Response:
+    """200 with the (maybe gzipped) body, or 304 when the client's ETag matches."""
     gz = _accepts_gzip(request)
     etag = found.etag[:-1] + '-gz"' if gz else found.etag
     headers = {
         "ETag": etag,
-        "Cache-Control": CACHE_CONTROL,
+        "Cache-Control": cache_control,
         "Vary": "Accept-Encoding",
         "X-Content-Type-Options": "nosniff",
+        **(extra_headers or {}),
     }
     if _matches(request.headers.get("if-none-match", ""), etag):
         return Response(status_code=304, headers=headers)
     if gz:
         headers["Content-Encoding"] = "gzip"
-    return Response(found.gzipped if gz else found.body, 200, headers, media_type=CONTENT_TYPE)
+    return Response(found.gzipped if gz else found.body, 200, headers, media_type=content_type)
 
 
 def _endpoint(path: str) -> Callable[[Request], Awaitable[Response]]:
     async def serve(request: Request) -> Response:
-        return _respond(request, script(path))
+        return respond(request, script(path))
 
     serve.__name__ = "serve_" + path.strip("/").replace("/", "_").replace(".", "_")
     return serve

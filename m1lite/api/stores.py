@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from m1lite.api import Call, endpoint, json_response, no_content
+from m1lite.environment import Environment
 from m1lite.errors import BadRequest
 
 
 @endpoint(rights=("get", "admin"))
 async def store_list(call: Call) -> Response:
-    return json_response([s.public() for s in call.env.stores.data.values()])
+    """The data stores; with `stats=true` each also says how many events the data
+    directory holds and its size on disk (the dashboard's storage panel)."""
+    listed = [s.public() for s in call.env.stores.data.values()]
+    if call.params.boolean("stats", False):
+        events, disk_bytes = await run_in_threadpool(_lake_stats, call.env)
+        for store in listed:
+            # One machine: every data store holds every event, in one LMDB file.
+            store["events"] = events
+            store["diskBytes"] = disk_bytes
+    return json_response(listed)
+
+
+def _lake_stats(env: Environment) -> tuple[int, int]:
+    with env.lake.read() as txn:
+        events = int(txn.stat(env.lake.dbs["log"])["entries"])
+    return events, env.lake.disk_bytes()
 
 
 @endpoint(rights=("admin",))
