@@ -74,6 +74,19 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest LMDB map size m1lite grows to before answering 507.",
         int,
     ),
+    Setting(
+        "token-cache-size",
+        65_536,
+        "Tokens kept in memory for fast checks (most recently used first); the others "
+        "are looked up in the data directory.",
+        int,
+    ),
+    Setting(
+        "token-purge-ms",
+        60_000,
+        "How often expired tokens are deleted from memory and the data directory.",
+        int,
+    ),
     Setting("log-level", "info", "Log level: debug, info, warning or error."),
 )
 
@@ -94,6 +107,8 @@ class Config:
     max_queue_events: int = 50_000
     map_size_mb: int = 1024
     max_map_size_mb: int = 1_048_576
+    token_cache_size: int = 65_536
+    token_purge_ms: int = 60_000
     log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict)
 

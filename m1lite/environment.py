@@ -24,6 +24,7 @@ from m1lite.storage.replay import replay
 from m1lite.storage.writer import Writer
 from m1lite.stores import Stores, load_template
 from m1lite.system import SystemProperties
+from m1lite.tokens import TokenPurger
 
 logger = logging.getLogger("m1lite")
 
@@ -56,7 +57,10 @@ class Environment:
         self.stores = Stores(self.meta)
         if self.stores.is_new:
             self.stores.add_from_template(template)
-        self.auth = Auth(self.meta)
+        self.auth = Auth(self.meta, token_cache_size=config.token_cache_size)
+        self.token_purger = TokenPurger(
+            self.auth.purge_expired_tokens, max(1, config.token_purge_ms) / 1000
+        )
         self.system = SystemProperties(self.meta, initialised=self.auth.has_users())
         self.schema = Schema.from_list(self.meta.get("schema", []))
         self.enricher = Enricher(
@@ -158,10 +162,13 @@ class Environment:
         self.writer.start()
 
     def start_flusher(self) -> None:
-        """Start the session flusher (needs the running event loop)."""
+        """Start the background tasks: the session flusher and the expired-token purge
+        (needs the running event loop)."""
         self.flusher.start()
+        self.token_purger.start()
 
     async def stop_flusher(self) -> None:
+        await self.token_purger.stop()
         await self.flusher.stop()
 
     def close(self) -> None:

@@ -86,7 +86,20 @@ async def health(call: Call) -> Response:
     components["sessions"] = _component(
         True, "", details={name: _component(True) for name in env.stores.sessions}
     )
-    components["users"] = _component(env.auth.has_users(), f"{len(env.auth.users)} users")
+    auth = env.auth
+    components["users"] = _component(
+        auth.has_users(),
+        f"{len(auth.users)} users",
+        details={
+            "passwordChecks": auth.password_checks,
+            "cachedLogins": auth.cached_logins,
+            "tokensMinted": auth.tokens.minted,
+            "tokenCommits": auth.tokens.commits,
+            "tokensCached": auth.tokens.cached(),
+            "tokenDiskLookups": auth.tokens.disk_lookups,
+            "tokensPurged": auth.tokens.purged,
+        },
+    )
     components["system"] = _component(True)
     overall = all(c["status"] == PASSED for c in components.values())
     components["overall"] = _component(overall)

@@ -62,3 +62,20 @@ class MetaStore:
                 rows.append((key.decode(), _decode(cursor.value())))
                 found = cursor.next()
         yield from rows
+
+    def keys(self, prefix: str, *, below: str | None = None, limit: int | None = None) -> list[str]:
+        """The keys that start with prefix (and sort before `below`), in key order, at
+        most `limit` of them; values are not decoded."""
+        start = prefix.encode()
+        stop = below.encode() if below is not None else None
+        found_keys: list[str] = []
+        with self._lake.read() as txn:
+            cursor = txn.cursor(db=self._db)
+            found = cursor.set_range(start)
+            while found and (limit is None or len(found_keys) < limit):
+                key = bytes(cursor.key())
+                if not key.startswith(start) or (stop is not None and key >= stop):
+                    break
+                found_keys.append(key.decode())
+                found = cursor.next()
+        return found_keys
