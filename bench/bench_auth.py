@@ -47,7 +47,7 @@ import httpx
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common
+from bench import common, http_load
 from m1lite.auth import Auth, token_digest
 from m1lite.storage.env import LakeEnv
 from m1lite.storage.meta import MetaStore
@@ -200,7 +200,7 @@ async def _login_loop(
                 n += 1
                 started = loop.time()
                 writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-                status = await common._read_response(reader)
+                status = await http_load.read_response(reader)
                 latencies.append((loop.time() - started) * 1000)
                 statuses[status] += 1
         finally:
@@ -381,10 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             results["http"] = over_http(work / "http", args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    out = args.out or common.REPO / "bench" / "results" / f"auth-{time.strftime('%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"results: {out}")
+    common.write_results(results, args.out, "auth")
     return 0
 
 

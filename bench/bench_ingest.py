@@ -39,7 +39,7 @@ import httpx
 if __package__ in (None, ""):  # run as a script (`make bench`): make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common
+from bench import common, http_load
 
 ADMIN_PASSWORD = "bench-admin-password"
 TARGET_RATIO = 0.70
@@ -179,7 +179,7 @@ class Context:
     workdir: Path
     servers: dict[str, common.Server]
     token: str
-    bodies: dict[tuple[int, bool], common.Bodies]
+    bodies: dict[tuple[int, bool], http_load.Bodies]
 
 
 def headers_for(ctx: Context) -> dict[str, str]:
@@ -187,11 +187,11 @@ def headers_for(ctx: Context) -> dict[str, str]:
     return {"Content-Type": "application/x-www-form-urlencoded", "m1-auth-token": ctx.token}
 
 
-def bodies_for(ctx: Context, scenario: Scenario) -> common.Bodies:
+def bodies_for(ctx: Context, scenario: Scenario) -> http_load.Bodies:
     key = (scenario.events, scenario.is_async)
     if key not in ctx.bodies:
         count = 256 if scenario.events == 1 else 8
-        ctx.bodies[key] = common.make_bodies(
+        ctx.bodies[key] = http_load.make_bodies(
             scenario.events, is_async=scenario.is_async, count=count
         )
     return ctx.bodies[key]
@@ -207,7 +207,7 @@ def run_scenario(ctx: Context, scenario: Scenario, rep: int) -> dict[str, Any]:
     if scenario.key == "f":
         return run_fixed_rate(ctx, scenario, rep, server, bodies, headers, before)
 
-    warm = common.run_wrk(
+    warm = http_load.run_wrk(
         url,
         bodies,
         headers,
@@ -216,7 +216,7 @@ def run_scenario(ctx: Context, scenario: Scenario, rep: int) -> dict[str, Any]:
         connections=ctx.args.connections,
     )
     with common.Meter(server.pid) as meter:
-        result = common.run_wrk(
+        result = http_load.run_wrk(
             url,
             bodies,
             headers,
@@ -268,12 +268,12 @@ def run_fixed_rate(
     scenario: Scenario,
     rep: int,
     server: common.Server,
-    bodies: common.Bodies,
+    bodies: http_load.Bodies,
     headers: dict[str, str],
     before: int,
 ) -> dict[str, Any]:
     args = ctx.args
-    warm = common.run_open_loop(
+    warm = http_load.run_open_loop(
         server.base_url,
         "/write",
         headers,
@@ -283,7 +283,7 @@ def run_fixed_rate(
         connections=args.rate_connections,
     )
     with common.Meter(server.pid) as meter:
-        result = common.run_open_loop(
+        result = http_load.run_open_loop(
             server.base_url,
             "/write",
             headers,
@@ -538,7 +538,7 @@ def _load(ctx: Context, scenario: Scenario, duration_s: float) -> tuple[float, i
     bodies = bodies_for(ctx, scenario)
     headers = headers_for(ctx)
     if scenario.key == "f":
-        fixed = common.run_open_loop(
+        fixed = http_load.run_open_loop(
             server.base_url,
             "/write",
             headers,
@@ -549,7 +549,7 @@ def _load(ctx: Context, scenario: Scenario, duration_s: float) -> tuple[float, i
         )
         return fixed.achieved_rps, fixed.completed
     url = server.base_url + ("/e" if scenario.server == "bare" else "/write")
-    result = common.run_wrk(url, bodies, headers, ctx.workdir, duration_s=duration_s)
+    result = http_load.run_wrk(url, bodies, headers, ctx.workdir, duration_s=duration_s)
     return result.rps, result.requests
 
 
@@ -584,11 +584,11 @@ def profile(ctx: Context, out_dir: Path) -> dict[str, Any]:
         _, err = spy.communicate(timeout=60)
         if spy.returncode != 0:
             raise SystemExit(f"py-spy failed: {err.decode(errors='replace')}")
-        summary = common.summarise_profile(raw, top=20)
+        summary = profiles.summarise_profile(raw, top=20)
         # Sample shares mix CPU with threads that py-spy saw as active while they waited;
         # /proc's per-thread CPU says how busy each thread really was.
         for row in summary["threads"]:
-            tid = common.thread_id(row["function"])
+            tid = profiles.thread_id(row["function"])
             used = after.get(tid, 0.0) - before.get(tid, 0.0) if tid else 0.0
             row["cpu_cores"] = round(used / meter.elapsed_s, 2)
         load = summary["load"] = {

@@ -275,13 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             target = "missed"
         print(f"  {mode:<8} {largest:>7,}   target 10,000: {target}")
-    path = (
-        args.out
-        or common.REPO / "bench" / "results" / f"load-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2, default=str))
-    print(f"\nresults: {path}")
+    common.write_results(out, args.out, "load")
     return 0
 
 

@@ -38,7 +38,7 @@ import httpx
 if __package__ in (None, ""):  # run as a script (`make bench-query`): make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common
+from bench import common, profiles
 from bench import query_data as qd
 from bench import query_questions as qq
 
@@ -296,20 +296,9 @@ def open_in_process(data_dir: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def start_server(data_dir: Path, workdir: Path) -> tuple[common.Server, str, float]:
-    port = common.free_port()
-    server = common.Server(
-        "m1lite",
-        common.python_command(
-            "-m", "m1lite", "serve", "--data", str(data_dir), "--port", str(port)
-        ),
-        port,
-        workdir / "m1lite.log",
-        ready_path="/ping",
-        env={"M1LITE_ADMIN_PASSWORD": ADMIN_PASSWORD},
+    server, ready = common.start_m1lite(
+        data_dir, workdir, env={"M1LITE_ADMIN_PASSWORD": ADMIN_PASSWORD}
     )
-    started = time.perf_counter()
-    server.start(timeout_s=600)
-    ready = time.perf_counter() - started
     response = httpx.post(
         server.base_url + "/auth",
         data={"username": "admin", "password": ADMIN_PASSWORD},
@@ -346,7 +335,7 @@ def profile(engine: qq.M1InProcess, questions: list[qq.Question], args: argparse
         if not raw.exists():
             print(f"py-spy failed for {question.key}: {err.decode(errors='replace')}")
             continue
-        summary = common.summarise_profile(raw, top=12)
+        summary = profiles.summarise_profile(raw, top=12)
         summary["median_ms"] = statistics.median(times) if times else None
         summaries[question.key] = summary
         print(f"\n## {question.key}: {question.title}  (median {summary['median_ms']:.1f} ms)")
@@ -492,10 +481,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results["verdicts"] = verdicts(rows, size)
     print("\n" + "\n".join(results["verdicts"]))
-    out = args.out or common.REPO / "bench" / "results" / time.strftime("query-%Y%m%d-%H%M%S.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nresults: {out}")
+    common.write_results(results, args.out, "query")
     if results["mismatches"]:
         print("\nFAILED: the engines' answers differ:", file=sys.stderr)
         for line in results["mismatches"]:

@@ -551,13 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory < 2 KiB per typical session",
             f"{mem:,.0f} B: " + ("met" if mem < TARGET_BYTES else "missed"),
         )
-    path = (
-        args.out
-        or common.REPO / "bench" / "results" / f"sessions-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2, default=str))
-    print(f"\nresults: {path}")
+    common.write_results(out, args.out, "sessions")
     return 0
 
 

@@ -278,20 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     server: common.Server | None = None
     try:
         results["load"] = build(args, data_dir)
-        port = common.free_port()
-        server = common.Server(
-            "m1lite",
-            common.python_command(
-                "-m", "m1lite", "serve", "--data", str(data_dir), "--port", str(port)
-            ),
-            port,
-            workdir / "m1lite.log",
-            ready_path="/ping",
-            env={"M1LITE_ADMIN_PASSWORD": ADMIN_PASSWORD},
+        server, ready_s = common.start_m1lite(
+            data_dir, workdir, env={"M1LITE_ADMIN_PASSWORD": ADMIN_PASSWORD}
         )
-        started = time.perf_counter()
-        server.start(timeout_s=600)
-        results["server_ready_s"] = round(time.perf_counter() - started, 1)
+        results["server_ready_s"] = round(ready_s, 1)
         if args.session_store:
             token = httpx.post(
                 server.base_url + "/auth", data={"username": "admin", "password": ADMIN_PASSWORD}
@@ -329,12 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         if args.data is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    out = (
-        args.out or common.REPO / "bench" / "results" / f"ui-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"results: {out}")
+    common.write_results(results, args.out, "ui")
     return 0
 
 

@@ -1,5 +1,6 @@
-"""Shared bench helpers: machine facts, server processes, /proc CPU, event bodies, wrk, an
-open-loop load generator and py-spy profile summaries.
+"""Shared bench helpers: machine facts and versions, /proc CPU and memory, server
+processes, percentiles, results files. Load generators are in http_load.py, py-spy
+summaries in profiles.py.
 
 Every figure a bench prints should travel with the machine, versions and settings it was
 taken on (`machine_info`, `versions`), and CPU time is read from /proc for the server's
@@ -9,14 +10,11 @@ shares the cores.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
 import os
 import platform
-import random
-import re
 import shutil
 import signal
 import socket
@@ -24,19 +22,15 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-POST_LUA = Path(__file__).resolve().parent / "post.lua"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PACKAGES = ("starlette", "hypercorn", "h11", "msgspec", "lmdb", "pyroaring", "numpy", "httpx")
 
@@ -298,266 +292,6 @@ class Server:
             return self.process.wait()
 
 
-# -- events ----------------------------------------------------------------------------------
-
-# Stand-ins for the per-event values the load generators fill in; letters only, so form
-# encoding leaves them as they are.
-_ID_MARK = "QQEVENTIDQQ"
-_TIME_MARK = 4_242_424_242_424_242
-_TIME_TEXT = "QQEVENTTIMEQQ"
-_SPLIT = re.compile(f"({_ID_MARK}|{_TIME_TEXT})")
-
-_PATHS = [
-    "/",
-    "/pricing",
-    "/blog",
-    "/blog/self-hosted-analytics",
-    "/blog/roaring-bitmaps-explained",
-    "/docs/getting-started",
-    "/docs/api/write",
-    "/docs/api/query",
-    "/products/trail-runner-2",
-    "/products/city-backpack",
-    "/cart",
-    "/checkout",
-    "/account/settings",
-    "/search",
-    "/about",
-]
-_REFERRERS = [
-    "",
-    "",
-    "https://www.google.com/",
-    "https://duckduckgo.com/",
-    "https://news.ycombinator.com/",
-    "https://t.co/xyz123",
-    "https://www.bing.com/search?q=event+capture",
-]
-_LANGUAGES = ["en-US", "en-GB", "de-DE", "fr-FR", "es-ES", "pt-BR", "ja-JP"]
-_SCREENS = [(1920, 1080), (1440, 900), (2560, 1440), (390, 844), (412, 915), (1366, 768)]
-_AGENTS = [
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.4 Safari/605.1.15",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
-    "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
-]
-
-
-def make_event(rng: random.Random, session: dict[str, Any]) -> dict[str, Any]:
-    """One web event in the shape the guide's instrumentation sends (about 500 B of JSON)."""
-    kind = rng.choices(["heartbeat", "view", "sessionStart"], weights=[55, 40, 5])[0]
-    path = rng.choice(_PATHS)
-    width, height = session["screen"]
-    return {
-        "session": {"id": session["id"], "start": session["start"]},
-        "user": {"id": session["user"]},
-        "event": {"id": _ID_MARK, "time": _TIME_MARK, "type": kind},
-        "url": {"host": "www.example.com", "path": path},
-        "title": f"Example - {path.strip('/').replace('/', ' / ') or 'Home'}",
-        "referrer": session["referrer"],
-        "screen": {"width": width, "height": height},
-        "language": session["language"],
-        "userAgent": session["agent"],
-    }
-
-
-def make_session(rng: random.Random) -> dict[str, Any]:
-    return {
-        "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        "user": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        "start": 1_764_288_000_000 + rng.randrange(86_400_000),
-        "referrer": rng.choice(_REFERRERS),
-        "language": rng.choice(_LANGUAGES),
-        "screen": rng.choice(_SCREENS),
-        "agent": rng.choice(_AGENTS),
-    }
-
-
-@dataclass(frozen=True)
-class Bodies:
-    """Form bodies for /write, as segments around each event's id and time."""
-
-    templates: list[list[str]]
-    events_per_body: int
-    mean_event_json_bytes: float
-
-    def mean_body_bytes(self) -> float:
-        filler = 36 + 13  # a uuid-long event id and a 13-digit time per event
-        sizes = [sum(map(len, t)) + filler * self.events_per_body for t in self.templates]
-        return statistics.fmean(sizes)
-
-
-def make_bodies(events_per_body: int, *, is_async: bool, count: int, seed: int = 2024) -> Bodies:
-    """`count` distinct bodies of `events_per_body` events (sessions of about ten events)."""
-    rng = random.Random(seed)
-    sessions = [make_session(rng) for _ in range(max(1, count * events_per_body // 10))]
-    templates: list[list[str]] = []
-    sizes: list[int] = []
-    for _ in range(count):
-        events = [make_event(rng, rng.choice(sessions)) for _ in range(events_per_body)]
-        text = json.dumps(events, separators=(",", ":")).replace(str(_TIME_MARK), _TIME_TEXT)
-        # as sent: a 36-character id in place of the mark, a 13-digit time
-        fill = 36 - len(_ID_MARK) + 13 - len(str(_TIME_MARK))
-        sizes.extend(len(json.dumps(e, separators=(",", ":"))) + fill for e in events)
-        form = f"items={quote(text, safe='')}&publish=true&async={str(is_async).lower()}"
-        parts = _SPLIT.split(form)
-        marks, segments = parts[1::2], parts[0::2]
-        assert marks == [_ID_MARK, _TIME_TEXT] * events_per_body, "event.id must precede time"
-        templates.append(segments)
-    return Bodies(templates, events_per_body, statistics.fmean(sizes))
-
-
-def id_prefix() -> str:
-    """A fresh uuid-looking prefix per load run, so event ids never repeat across runs."""
-    hexed = uuid.uuid4().hex
-    return f"{hexed[:8]}-{hexed[8:12]}-4{hexed[13:16]}-8{hexed[17:20]}-"
-
-
-def render(template: list[str], prefix: str, tid: int, first_event: int, base_ms: int) -> str:
-    """The same filling as post.lua's `request`, for the Python load generator."""
-    out = [template[0]]
-    event = first_event
-    for i in range(1, len(template), 2):
-        event += 1
-        out.append(f"{prefix}{tid:04x}{event:08x}")
-        out.append(template[i])
-        out.append(str(base_ms + event // 4))
-        out.append(template[i + 1])
-    return "".join(out)
-
-
-# -- wrk ---------------------------------------------------------------------------------------
-
-
-def _lua_string(text: str) -> str:
-    # Form-encoded text has no brackets, so a level-1 long string can never be cut short.
-    assert "]=]" not in text
-    return f"[=[{text}]=]"
-
-
-def write_wrk_data(
-    path: Path, bodies: Bodies, url_path: str, headers: dict[str, str], prefix: str
-) -> None:
-    lines = ["return {", f"  path = {_lua_string(url_path)},", "  headers = {"]
-    lines += [f"    [ {_lua_string(k)} ] = {_lua_string(v)}," for k, v in headers.items()]
-    lines += [
-        "  },",
-        f"  prefix = {_lua_string(prefix)},",
-        f"  base_ms = {int(time.time() * 1000)},",
-    ]
-    lines.append("  templates = {")
-    for template in bodies.templates:
-        lines.append("    {" + ", ".join(_lua_string(s) for s in template) + "},")
-    lines += ["  },", "}", ""]
-    path.write_text("\n".join(lines))
-
-
-@dataclass
-class WrkResult:
-    requests: int
-    duration_s: float
-    sent: int
-    events_sent: int
-    errors: dict[str, int]
-    latency_ms: dict[str, float]
-    stdout: str
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.duration_s
-
-    @property
-    def non_2xx(self) -> int:
-        return self.errors["status"]
-
-    @property
-    def socket_errors(self) -> int:
-        return sum(v for k, v in self.errors.items() if k != "status")
-
-
-def run_wrk(
-    url: str,
-    bodies: Bodies,
-    headers: dict[str, str],
-    workdir: Path,
-    *,
-    duration_s: float,
-    connections: int = 64,
-    threads: int = 1,
-) -> WrkResult:
-    """`wrk -t1 -c64 -d… --latency -s post.lua URL` with fresh event ids; parsed summary."""
-    data = workdir / f"wrk-{uuid.uuid4().hex[:8]}.lua"
-    url_path = "/" + url.split("/", 3)[3] if url.count("/") >= 3 else "/"
-    write_wrk_data(data, bodies, url_path, headers, id_prefix())
-    command = [
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{duration_s:g}s",
-        "--latency",
-        "-s",
-        str(POST_LUA),
-        url,
-        "--",
-        str(data),
-    ]
-    out = subprocess.run(command, capture_output=True, text=True, check=False)
-    data.unlink()
-    line = next((x for x in out.stdout.splitlines() if x.startswith("@@WRK ")), None)
-    if out.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    raw = json.loads(line[len("@@WRK ") :])
-    return WrkResult(
-        requests=raw["requests"],
-        duration_s=raw["duration_us"] / 1e6,
-        sent=raw["sent"],
-        events_sent=raw["events_sent"],
-        errors={k[4:]: raw[k] for k in raw if k.startswith("err_")},
-        latency_ms={
-            "mean": raw["lat_mean_us"] / 1000,
-            "p50": raw["p50_us"] / 1000,
-            "p90": raw["p90_us"] / 1000,
-            "p99": raw["p99_us"] / 1000,
-            "p99.9": raw["p999_us"] / 1000,
-            "max": raw["lat_max_us"] / 1000,
-        },
-        stdout=out.stdout,
-    )
-
-
-# -- open-loop load at a fixed rate ---------------------------------------------------------
-
-
-@dataclass
-class OpenLoopResult:
-    target_rps: float
-    connections: int
-    duration_s: float
-    sent: int
-    completed: int
-    events_sent: int
-    statuses: dict[int, int]
-    latencies_ms: list[float]
-    max_backlog: int
-
-    @property
-    def achieved_rps(self) -> float:
-        return self.completed / self.duration_s
-
-    @property
-    def ok(self) -> int:
-        return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
-
-    @property
-    def non_2xx(self) -> int:
-        return self.completed - self.ok
-
-    def percentile_ms(self, p: float) -> float:
-        return percentile(self.latencies_ms, p)
-
-
 def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (what wrk reports too)."""
     if not values:
@@ -567,225 +301,38 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[rank - 1]
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value)
-        elif name.strip().lower() == "transfer-encoding":
-            raise RuntimeError("chunked responses are not expected from /write")
-    if length:
-        await reader.readexactly(length)
-    return status
-
-
-async def _open_loop(
-    host: str,
-    port: int,
-    url_path: str,
-    headers: dict[str, str],
-    bodies: Bodies,
-    rate: float,
-    duration_s: float,
-    connections: int,
-) -> OpenLoopResult:
-    """Send at `rate` requests/s whatever the server does; latency counts from the moment
-    each request was due, so a stalled server shows up as latency (no coordinated
-    omission), and requests wait in a backlog when every connection is busy."""
-    loop = asyncio.get_running_loop()
-    prefix = id_prefix()
-    base_ms = int(time.time() * 1000)
-    head = f"POST {url_path} HTTP/1.1\r\nHost: {host}:{port}\r\n" + "".join(
-        f"{k}: {v}\r\n" for k, v in headers.items()
+def start_m1lite(
+    data_dir: Path,
+    workdir: Path,
+    *flags: str,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 600.0,
+) -> tuple[Server, float]:
+    """`m1lite serve` on the data directory and a free port; returns it and the seconds it
+    took to answer /ping (a large directory loads its index first)."""
+    port = free_port()
+    server = Server(
+        "m1lite",
+        python_command(
+            "-m", "m1lite", "serve", "--data", str(data_dir), "--port", str(port), *flags
+        ),
+        port,
+        workdir / "m1lite.log",
+        ready_path="/ping",
+        env=env or {},
     )
-    due: asyncio.Queue[float | None] = asyncio.Queue()
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-    counter = {"sent": 0, "events": 0, "backlog": 0}
-
-    async def connection() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            while (when := await due.get()) is not None:
-                n = counter["sent"]
-                counter["sent"] += 1
-                body = render(
-                    bodies.templates[n % len(bodies.templates)],
-                    prefix,
-                    0,
-                    counter["events"],
-                    base_ms,
-                ).encode()
-                counter["events"] += bodies.events_per_body
-                writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-                status = await _read_response(reader)
-                latencies.append((loop.time() - when) * 1000)
-                statuses[status] += 1
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-    workers = [asyncio.create_task(connection()) for _ in range(connections)]
-    await asyncio.sleep(0.2)  # let the connections open before the clock starts
-    total = int(rate * duration_s)
-    start = loop.time()
-    for i in range(total):
-        when = start + i / rate
-        delay = when - loop.time()
-        if delay > 0.0005:
-            await asyncio.sleep(delay)
-        due.put_nowait(when)
-        counter["backlog"] = max(counter["backlog"], due.qsize())
-    for _ in workers:
-        due.put_nowait(None)
-    await asyncio.gather(*workers)
-    elapsed = loop.time() - start
-    return OpenLoopResult(
-        target_rps=rate,
-        connections=connections,
-        duration_s=elapsed,
-        sent=counter["sent"],
-        completed=len(latencies),
-        events_sent=counter["events"],
-        statuses=dict(statuses),
-        latencies_ms=latencies,
-        max_backlog=counter["backlog"],
-    )
+    started = time.perf_counter()
+    server.start(timeout_s=timeout_s)
+    return server, time.perf_counter() - started
 
 
-def run_open_loop(
-    base_url: str,
-    url_path: str,
-    headers: dict[str, str],
-    bodies: Bodies,
-    *,
-    rate: float,
-    duration_s: float,
-    connections: int,
-) -> OpenLoopResult:
-    host, port = base_url.split("//", 1)[1].rsplit(":", 1)
-    return asyncio.run(
-        _open_loop(host, int(port), url_path, headers, bodies, rate, duration_s, connections)
-    )
-
-
-# -- py-spy profiles -------------------------------------------------------------------------
-
-# Frames on (nearly) every stack of a thread: they say nothing about where time goes.
-_DRIVERS = frozenset(
-    {
-        "<module> (m1lite/__main__.py)",
-        "_run_module_as_main (<frozen runpy>)",
-        "_run_code (<frozen runpy>)",
-        "main (m1lite/cli.py)",
-        "_serve (m1lite/cli.py)",
-        "run (asyncio/runners.py)",
-        "Runner.run (asyncio/runners.py)",
-        "BaseEventLoop.run_until_complete (asyncio/base_events.py)",
-        "BaseEventLoop.run_forever (asyncio/base_events.py)",
-        "BaseEventLoop._run_once (asyncio/base_events.py)",
-        "Handle._run (asyncio/events.py)",
-        "Thread._bootstrap (threading.py)",
-        "Thread._bootstrap_inner (threading.py)",
-        "Thread.run (threading.py)",
-    }
-)
-_FRAME = re.compile(r"^(?P<func>.*) \((?P<where>[^()]*)\)$")
-
-
-_LIBRARY_PATH = re.compile(r"^.*/site-packages/|^.*?/lib/python3\.\d+/")
-
-
-def _short_where(where: str) -> str:
-    """Paths relative to site-packages, the stdlib or the repository."""
-    short = _LIBRARY_PATH.sub("", where)
-    if short != where:
-        return short
-    with contextlib.suppress(ValueError):
-        return str(Path(where).relative_to(REPO))
-    return where
-
-
-def summarise_profile(raw_path: Path, top: int = 15) -> dict[str, Any]:
-    """Self and cumulative sample shares per function from py-spy's raw (collapsed) output.
-
-    Self time is per function, shown at its hottest line (py-spy samples lines).
-
-    A line is `frame;frame;...;leaf COUNT`, root first; with `--threads` the root is the
-    thread. Self time goes to the leaf; cumulative time to every distinct function on the
-    stack (once per stack, so recursion does not count twice), leaving out the frames that
-    merely drive the event loop or a thread. Shares are of all samples of active threads.
-    """
-    self_time: Counter[str] = Counter()
-    self_lines: Counter[str] = Counter()
-    cumulative: Counter[str] = Counter()
-    threads: Counter[str] = Counter()
-    total = 0
-    for line in raw_path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = stack.split(";")
-        if frames and frames[0].startswith("process "):
-            frames = frames[1:]
-        thread = frames[0] if frames and frames[0].startswith("thread ") else ""
-        if thread:
-            frames = frames[1:]
-        names = [_frame_name(f) for f in frames]
-        if not names:
-            continue
-        total += count
-        threads[thread or "?"] += count
-        self_time[names[-1]] += count
-        self_lines[_frame_name(frames[-1], with_line=True)] += count
-        for name in set(names) - _DRIVERS:
-            cumulative[name] += count
-
-    def hottest_line(name: str) -> str:
-        lines = [(n, where) for where, n in self_lines.items() if where.startswith(name[:-1] + ":")]
-        return max(lines)[1] if lines else name
-
-    def shares(counter: Counter[str], lines: bool = False) -> list[dict[str, Any]]:
-        return [
-            {
-                "function": hottest_line(name) if lines else name,
-                "samples": n,
-                "percent": round(100 * n / max(1, total), 1),
-            }
-            for name, n in counter.most_common(top)
-        ]
-
-    own = Counter({name: n for name, n in cumulative.items() if "(m1lite/" in name})
-    return {
-        "samples": total,
-        "threads": shares(threads),
-        "self": shares(self_time, lines=True),
-        "cumulative": shares(cumulative),
-        # the middleware chain tops the list above; m1lite's own functions say more
-        "cumulative_m1lite": shares(own),
-    }
-
-
-def _frame_name(frame: str, *, with_line: bool = False) -> str:
-    match = _FRAME.match(frame)
-    if match is None:
-        return frame
-    where = _short_where(match["where"])
-    if not with_line:
-        where = where.rsplit(":", 1)[0]
-    return f"{match['func']} ({where})"
-
-
-def thread_id(frame: str) -> int | None:
-    """The OS thread id in py-spy's `thread (TID): NAME` frame (hex ids are not OS ids)."""
-    match = re.match(r"thread \((\d+)\)", frame)
-    return int(match.group(1)) if match else None
+def write_results(results: Any, out: Path | None, prefix: str) -> Path:
+    """The results JSON, at `out` or bench/results/<prefix>-<timestamp>.json (not in git)."""
+    path = out or REPO / "bench" / "results" / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nresults: {path}")
+    return path
 
 
 def median_range(values: Sequence[float]) -> tuple[float, float, float]:

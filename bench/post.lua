@@ -6,7 +6,7 @@
 -- bench can check the events stored against the events sent and acknowledged.
 --
 -- Usage: wrk ... -s post.lua URL -- DATAFILE
--- DATAFILE is a Lua chunk written by bench/common.py (`write_wrk_data`) returning
+-- DATAFILE is a Lua chunk written by bench/http_load.py (`write_wrk_data`) returning
 -- {path=, headers=, prefix=, base_ms=, templates={{seg, seg, ...}, ...}}. A template's
 -- segments surround the per-event values: seg1 ID seg2 TIME seg3 ID seg4 TIME ... segN.
 

@@ -3,10 +3,9 @@
 Addresses: the server reads a client's address from X-Forwarded-For (when it trusts the
 simulator), one per request, so a request only carries documents of visitors behind one
 address. Tokens are bound to the address that asked for them, so each address logs in
-once. A browser logs in once per visit, but a login is an scrypt check (tens of
-milliseconds of server CPU), so simulated visitors share a pool of addresses (and their
-logins) instead; `--token` (an any-address token, the browser script's data-token)
-skips logins altogether.
+once. A browser logs in once per visit; simulated visitors share a pool of addresses
+(and their logins) instead, so the load is events and heartbeats. `--token` (an
+any-address token, the browser script's data-token) skips logins altogether.
 
 An `Outbox` holds what is waiting to go from one visitor (with --batch, from one
 address): events for /write, and heartbeats for the session store, newest per visitor
