@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
 
 from integration.server import Server
 
@@ -53,8 +50,6 @@ WRITE = (
 )
 ISO_MS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl binary")
-
 
 def curl(server: Server, command: str, **variables: str) -> tuple[int, str]:
     """Run a guide command in bash; returns (HTTP status, body)."""
@@ -77,15 +72,17 @@ def curl_token(server: Server, user: str, password: str) -> str:
     return token
 
 
-def test_the_commands_are_the_guides() -> None:
-    if not GUIDE.is_file():
-        pytest.skip(f"{GUIDE} is not part of this checkout")
-    text = GUIDE.read_text()
-    for command in (USER_ADD, USER_UPDATE, CORS_ADD_LOCAL, CORS_ADD_M1):
-        assert command in text
+def assert_copied_from_the_guide(*commands: str) -> None:
+    """Where the guide sits next to the project (the team's workspace), the commands must
+    still be in it character for character; a checkout without it runs them all the same."""
+    if GUIDE.is_file():
+        text = GUIDE.read_text()
+        for command in commands:
+            assert command in text
 
 
 def run_the_guide(server: Server, admin_password: str) -> None:
+    assert_copied_from_the_guide(USER_ADD, USER_UPDATE, CORS_ADD_LOCAL, CORS_ADD_M1)
     admin = curl_token(server, "admin", admin_password)
 
     status, body = curl(server, USER_ADD, adminToken=admin)

@@ -5,11 +5,9 @@ parameters that must come back as a fast 400, never a 500 or a hang."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -62,11 +60,6 @@ EVENTS: list[tuple[str | None, dict[str, Any]]] = [
 HEARTBEAT_KEYS = [2, 3, 4, 5]
 TIMEOUT_KEYS = [6, 7]
 
-needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl binary")
-needs_facets = pytest.mark.skipif(
-    importlib.util.find_spec("m1lite.query.facets") is None, reason="facets not built yet"
-)
-
 
 @pytest.fixture(scope="module")
 def srv(start_module_server: StartServer) -> Server:
@@ -102,19 +95,26 @@ def found(server: Server, **params: Any) -> dict[str, Any]:
     return body["response"]
 
 
-def test_the_commands_are_the_guides() -> None:
-    if not GUIDE.is_file():
-        pytest.skip(f"{GUIDE} is not part of this checkout")
-    text = GUIDE.read_text()
-    for command in (FIVE_MOST_RECENT, BY_STATE, HEARTBEATS, SESSION_TIMEOUTS, M1_SESSION_TIMEOUTS):
-        assert command in text
+def assert_copied_from_the_guide() -> None:
+    """Where the guide sits next to the project (the team's workspace), the commands must
+    still be in it character for character; a checkout without it runs them all the same."""
+    if GUIDE.is_file():
+        text = GUIDE.read_text()
+        for command in (
+            FIVE_MOST_RECENT,
+            BY_STATE,
+            HEARTBEATS,
+            SESSION_TIMEOUTS,
+            M1_SESSION_TIMEOUTS,
+        ):
+            assert command in text
 
 
 # -- the guide ----------------------------------------------------------------------------
 
 
-@needs_curl
 def test_guide_five_most_recent_events(srv: Server) -> None:
+    assert_copied_from_the_guide()
     status, text = curl(srv, FIVE_MOST_RECENT, myToken=srv.admin_token())
     assert status == 200, text
     body = json.loads(text)
@@ -135,8 +135,6 @@ def test_guide_five_most_recent_events(srv: Server) -> None:
     assert isinstance(body["responseHeader"]["QTime"], int)
 
 
-@needs_curl
-@needs_facets
 def test_guide_events_by_state(srv: Server) -> None:
     status, text = curl(srv, BY_STATE, myToken=srv.admin_token())
     assert status == 200, text
@@ -149,7 +147,6 @@ def test_guide_events_by_state(srv: Server) -> None:
     ]
 
 
-@needs_curl
 def test_guide_three_most_recent_heartbeats(srv: Server) -> None:
     status, text = curl(srv, HEARTBEATS, myToken=srv.admin_token())
     assert status == 200, text
@@ -160,7 +157,6 @@ def test_guide_three_most_recent_heartbeats(srv: Server) -> None:
     assert {doc["event.type"] for doc in docs} == {"heartbeat"}
 
 
-@needs_curl
 def test_guide_session_timeouts(srv: Server) -> None:
     status, text = curl(srv, SESSION_TIMEOUTS, myToken=srv.admin_token())
     assert status == 200, text

@@ -238,10 +238,9 @@ def test_rights(srv: Server) -> None:
 
 
 def test_the_guides_session_store_command(srv: Server) -> None:
-    if not GUIDE.is_file():
-        pytest.skip(f"{GUIDE} is not part of this checkout")
-    text = GUIDE.read_text()
-    assert SEE_HEARTBEATS in text and SEE_TIMEOUTS in text
+    if GUIDE.is_file():  # next to the project in the team's workspace: still verbatim?
+        text = GUIDE.read_text()
+        assert SEE_HEARTBEATS in text and SEE_TIMEOUTS in text
     upsert(srv, "stash", hb("guide-1"))
     status, body = curl(srv, SEE_HEARTBEATS, myToken=srv.admin_token())
     assert status == 200
