@@ -87,6 +87,28 @@ SETTINGS: tuple[Setting, ...] = (
         "How often expired tokens are deleted from memory and the data directory.",
         int,
     ),
+    Setting(
+        "login-failures-per-address",
+        10,
+        "Failed `/auth` password checks allowed per client address (IPv6: per /64) per "
+        "`login-failure-window-ms`; past it `/auth` answers 429 without checking. 0: no limit.",
+        int,
+    ),
+    Setting(
+        "login-failures-per-user",
+        20,
+        "Failed `/auth` password checks allowed per username per `login-failure-window-ms`; "
+        "past it only the password last accepted for that user still logs in (429 "
+        "otherwise). 0: no limit.",
+        int,
+    ),
+    Setting(
+        "login-failure-window-ms",
+        60_000,
+        "The window of the two login-failure limits: the failures of one window are "
+        "forgotten gradually over the next.",
+        int,
+    ),
     Setting("log-level", "info", "Log level: debug, info, warning or error."),
 )
 
@@ -109,6 +131,9 @@ class Config:
     max_map_size_mb: int = 1_048_576
     token_cache_size: int = 65_536
     token_purge_ms: int = 60_000
+    login_failures_per_address: int = 10
+    login_failures_per_user: int = 20
+    login_failure_window_ms: int = 60_000
     log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -14,6 +14,7 @@ from m1lite.config import Config
 from m1lite.enrich.events import Enricher
 from m1lite.enrich.geo import GeoLookup
 from m1lite.enrich.ip import TrustedProxies
+from m1lite.login_limits import LoginLimits
 from m1lite.schema import Schema, parse_date_ms
 from m1lite.sessions import Flusher, SessionStores
 from m1lite.storage import log as event_log
@@ -58,6 +59,11 @@ class Environment:
         if self.stores.is_new:
             self.stores.add_from_template(template)
         self.auth = Auth(self.meta, token_cache_size=config.token_cache_size)
+        self.login_limits = LoginLimits(
+            config.login_failures_per_address,
+            config.login_failures_per_user,
+            config.login_failure_window_ms / 1000,
+        )
         self.token_purger = TokenPurger(
             self.auth.purge_expired_tokens, max(1, config.token_purge_ms) / 1000
         )

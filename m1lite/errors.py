@@ -16,6 +16,8 @@ class ApiError(Exception):
 
     status: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
+    # Sent as Retry-After with a 429 or 503.
+    retry_after_s: int = 1
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -60,6 +62,10 @@ class PayloadTooLarge(ApiError):
 class TooManyRequests(ApiError):
     status = 429
     code = "too_many_requests"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after_s: int = 1) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = max(1, retry_after_s)
 
 
 class Unavailable(ApiError):

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from m1lite.auth import Auth, hash_password, token_digest
-from m1lite.errors import Unauthorized
+from m1lite.errors import TooManyRequests, Unauthorized
+from m1lite.login_limits import FailureBudget, LoginLimits, address_key
 from m1lite.storage.env import LakeEnv
 from m1lite.storage.meta import MetaStore
 from m1lite.tokens import EXPIRY_PREFIX, INDEX_MARKER, TOKEN_PREFIX, TokenPurger
@@ -354,3 +355,136 @@ def test_meta_keys_by_prefix_bound_and_limit(lake: Lake) -> None:
     assert lake.meta.keys("k:", limit=3) == ["k:00", "k:01", "k:02"]
     assert lake.meta.keys("k:", below="k:05", limit=10) == [f"k:{n:02d}" for n in range(5)]
     assert lake.meta.keys("x:") == []
+
+
+# -- brute-force protection: failure budgets per address and per username ----------------------
+# A test clock (seconds, moved by hand) stands in for time.monotonic: what a budget allows
+# after a wait is asserted without waiting and without measuring anything.
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_budget_allows_its_limit_at_once_then_one_per_interval() -> None:
+    clock = Clock()
+    budget = FailureBudget(3, 60.0, clock=clock)
+    assert [budget.charge("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert budget.charge("a") == pytest.approx(20.0)  # refused: counts nothing more
+    assert budget.wait_s("a") == pytest.approx(20.0)
+    clock.now += 19.0
+    assert budget.charge("a") == pytest.approx(1.0)
+    clock.now += 1.0
+    assert budget.wait_s("a") == 0.0
+    assert budget.charge("a") == 0.0  # one more per window/limit
+    assert budget.charge("a") == pytest.approx(20.0)
+    clock.now += 60.0  # a whole window later: a clean start
+    assert [budget.charge("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+
+
+def test_a_budget_is_per_key() -> None:
+    budget = FailureBudget(2, 60.0, clock=Clock())
+    budget.charge("a")
+    budget.charge("a")
+    assert budget.wait_s("a") > 0
+    assert budget.wait_s("b") == 0.0
+    assert budget.charge("b") == 0.0
+
+
+def test_refunded_charges_never_use_the_budget() -> None:
+    clock = Clock()
+    budget = FailureBudget(2, 60.0, clock=clock)
+    for _ in range(1000):
+        assert budget.charge("nat") == 0.0
+        budget.refund("nat")
+    assert len(budget) == 0  # nothing left to remember
+    budget.charge("nat")
+    budget.charge("nat")
+    budget.refund("nat")  # one success does not clear the other failure
+    assert budget.charge("nat") == 0.0
+    assert budget.charge("nat") > 0
+
+
+def test_a_budget_remembers_a_bounded_number_of_keys_dropping_the_oldest() -> None:
+    budget = FailureBudget(1, 60.0, max_entries=100, clock=Clock())
+    for n in range(250):
+        budget.charge(f"10.0.{n // 256}.{n % 256}")
+    assert len(budget) == 100
+    assert budget.wait_s("10.0.0.149") == 0.0  # forgotten
+    assert budget.wait_s("10.0.0.150") > 0  # among the newest: still refused
+
+
+def test_a_refused_key_stays_remembered_while_it_keeps_trying() -> None:
+    budget = FailureBudget(1, 60.0, max_entries=3, clock=Clock())
+    budget.charge("attacker")
+    budget.charge("b")
+    budget.charge("c")
+    assert budget.charge("attacker") > 0  # refused, and now the most recent
+    budget.charge("d")
+    assert len(budget) == 3
+    assert budget.wait_s("attacker") > 0
+    assert budget.wait_s("b") == 0.0
+
+
+def test_a_zero_limit_means_no_limit() -> None:
+    budget = FailureBudget(0, 60.0, clock=Clock())
+    assert all(budget.charge("a") == 0.0 for _ in range(100))
+    assert len(budget) == 0
+
+
+def test_ipv6_addresses_are_counted_per_64_and_ipv4_as_they_are() -> None:
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9")
+    assert address_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert address_key("192.0.2.7") == "192.0.2.7"
+    assert address_key("testclient") == "testclient"
+
+
+def test_an_address_over_budget_is_refused_before_any_check_with_retry_after() -> None:
+    limits = LoginLimits(2, 100, 60.0, clock=Clock())
+    for _ in range(2):
+        limits.begin_check("192.0.2.1", "admin")  # two failures: never refunded
+    with pytest.raises(TooManyRequests) as refused:
+        limits.check_address("192.0.2.1")
+    assert refused.value.status == 429
+    assert refused.value.code == "too_many_failed_logins"
+    assert refused.value.retry_after_s == 30
+    assert "from this address" in refused.value.message
+    with pytest.raises(TooManyRequests):
+        limits.begin_check("192.0.2.1", "admin")
+    limits.check_address("192.0.2.2")  # another address: unaffected
+    assert limits.refused == 2
+
+
+def test_a_username_over_budget_refuses_checks_and_still_costs_the_address() -> None:
+    limits = LoginLimits(3, 2, 60.0, clock=Clock())
+    limits.begin_check("192.0.2.1", "admin")
+    limits.begin_check("192.0.2.2", "admin")
+    with pytest.raises(TooManyRequests) as refused:
+        limits.begin_check("192.0.2.3", "admin")
+    assert "for this username" in refused.value.message
+    assert refused.value.retry_after_s == 30
+    # The refused attempt counted against its address: two more and it is over too.
+    limits.begin_check("192.0.2.3", "other")
+    limits.begin_check("192.0.2.3", "other")
+    with pytest.raises(TooManyRequests):
+        limits.check_address("192.0.2.3")
+    # Another username is unaffected.
+    limits.begin_check("192.0.2.4", "analyst")
+
+
+def test_a_right_password_gives_back_both_charges_and_nobody_elses() -> None:
+    limits = LoginLimits(2, 2, 60.0, clock=Clock())
+    limits.begin_check("192.0.2.1", "admin")  # a failure from .1
+    for _ in range(10):  # successes from .2: never limited, never counted
+        limits.begin_check("192.0.2.2", "admin")
+        limits.succeeded("192.0.2.2", "admin")
+    limits.begin_check("192.0.2.1", "admin")  # .1's second failure: its success did not count
+    with pytest.raises(TooManyRequests):
+        limits.check_address("192.0.2.1")
+    limits.check_address("192.0.2.2")

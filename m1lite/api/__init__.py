@@ -77,7 +77,7 @@ def endpoint(
 
 
 def error_response(error: ApiError) -> Response:
-    headers = {"Retry-After": "1"} if error.status in (429, 503) else None
+    headers = {"Retry-After": str(error.retry_after_s)} if error.status in (429, 503) else None
     return Response(error.body(), error.status, headers, media_type="application/json")
 
 

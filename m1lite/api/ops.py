@@ -93,6 +93,7 @@ async def health(call: Call) -> Response:
         details={
             "passwordChecks": auth.password_checks,
             "cachedLogins": auth.cached_logins,
+            "loginsRefused": env.login_limits.refused,
             "tokensMinted": auth.tokens.minted,
             "tokenCommits": auth.tokens.commits,
             "tokensCached": auth.tokens.cached(),

@@ -64,17 +64,26 @@ async def _login(call: Call, username: str, password: str) -> User:
     one per core at a time: the others wait here, not in threads, so a flood of wrong
     passwords cannot take every worker thread (mints and queries need them too). A
     waiter usually finds the cache filled by the one before it (many tabs, one password).
+
+    Brute force (m1lite/login_limits.py): an address over its failure budget is refused
+    before anything is checked; a login that needs scrypt is charged to its address and
+    username first (refused, without scrypt, if either is over) and refunded if right.
     """
     auth = call.env.auth
+    limits = call.env.login_limits
+    limits.check_address(call.client_ip)
     user = auth.login_cached(username, password)
     if user is not None:
         return user
+    limits.begin_check(call.client_ip, username)
     state = call.request.app.state
     gate: asyncio.Semaphore | None = getattr(state, "password_checks", None)
     if gate is None:
         gate = state.password_checks = asyncio.Semaphore(os.cpu_count() or 1)
     async with gate:
-        return await run_in_threadpool(auth.login, username, password)
+        user = await run_in_threadpool(auth.login, username, password)
+    limits.succeeded(call.client_ip, username)
+    return user
 
 
 @endpoint(rights=())

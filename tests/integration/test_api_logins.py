@@ -192,3 +192,139 @@ def test_an_admin_token_mints_a_publish_only_token_for_any_address(srv: Server) 
     assert_error(srv.post("/auth", publisher, data=fields), 403)
     assert_error(srv.post("/auth", "not-a-token", data=fields), 401)
     assert_error(srv.post("/auth", data=fields), 403)
+
+
+# -- brute-force protection ---------------------------------------------------------------
+# Budgets of failed password checks per address and per username (m1lite/login_limits.py).
+# A long window here: nothing drains while a test runs, so what is allowed does not depend
+# on how fast the machine is. "No scrypt" is read from /health's passwordChecks.
+
+PER_ADDRESS, PER_USER = 3, 5
+
+
+@pytest.fixture(scope="module")
+def limited(start_module_server) -> Server:
+    return start_module_server(
+        "--trusted-proxies",
+        "127.0.0.1",
+        "--login-failures-per-address",
+        str(PER_ADDRESS),
+        "--login-failures-per-user",
+        str(PER_USER),
+        "--login-failure-window-ms",
+        "600000",
+    )
+
+
+def assert_too_many(response: Any) -> dict[str, Any]:
+    body = assert_error(response, 429)
+    assert body["error"] == "too_many_failed_logins"
+    assert int(response.headers["Retry-After"]) >= 1
+    return body
+
+
+def test_failures_from_one_address_are_refused_without_scrypt(limited: Server) -> None:
+    limited.add_user("target", "target-password", ["publish"])
+    before = users_health(limited)
+    for n in range(PER_ADDRESS):
+        assert_error(auth(limited, "target", f"guess-{n}", ip="10.9.0.1"), 401)
+    assert users_health(limited)["passwordChecks"] == before["passwordChecks"] + PER_ADDRESS
+    checked = users_health(limited)
+    body = assert_too_many(auth(limited, "target", "guess-x", ip="10.9.0.1"))
+    assert "address" in body["message"]
+    # Over its budget an address gets nothing checked, not even the right password (which
+    # would turn the refusal into a fast oracle), and not for another username either.
+    assert_too_many(auth(limited, "target", "target-password", ip="10.9.0.1"))
+    assert_too_many(auth(limited, ADMIN_USER, ADMIN_PASSWORD, ip="10.9.0.1"))
+    after = users_health(limited)
+    assert after["passwordChecks"] == checked["passwordChecks"]
+    assert after["tokensMinted"] == checked["tokensMinted"]
+    assert after["loginsRefused"] == checked["loginsRefused"] + 3
+    # Other addresses are unaffected, and the right password still logs in while the
+    # username has failures.
+    assert_error(auth(limited, "target", "guess-y", ip="10.9.0.2"), 401)
+    assert auth(limited, "target", "target-password", ip="10.9.0.3").status_code == 200
+
+
+def test_concurrent_guesses_from_one_address_get_exactly_the_budgets_checks(
+    limited: Server,
+) -> None:
+    limited.add_user("concurrent", "concurrent-password", ["publish"])
+    before = users_health(limited)
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        answers = list(
+            pool.map(lambda n: auth(limited, "concurrent", f"guess-{n}", ip="10.9.1.1"), range(12))
+        )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [401] * PER_ADDRESS + [429] * (12 - PER_ADDRESS)
+    assert users_health(limited)["passwordChecks"] == before["passwordChecks"] + PER_ADDRESS
+
+
+def test_successes_are_never_limited_and_do_not_count(limited: Server) -> None:
+    limited.add_user("nat", "nat-password", ["publish"])
+    limited.post(
+        "/user/password", limited.admin_token(), data={"username": "nat", "password": "nat-pw-2"}
+    )
+    # Many tabs behind one address: the first runs scrypt, the rest hit the cache.
+    for _ in range(3 * PER_ADDRESS):
+        assert auth(limited, "nat", "nat-pw-2", ip="10.9.2.1").status_code == 200
+    # ... and the address still has its whole budget of failures.
+    for n in range(PER_ADDRESS):
+        assert_error(auth(limited, "nat", f"guess-{n}", ip="10.9.2.1"), 401)
+    assert_too_many(auth(limited, "nat", "guess-x", ip="10.9.2.1"))
+
+
+def test_a_username_over_budget_still_accepts_its_known_password(limited: Server) -> None:
+    publish = limited.add_user("publisher", "publisher-password", ["publish"])  # cached now
+    for n in range(PER_USER):  # spread over addresses, each within its own budget
+        assert_error(auth(limited, "publisher", "guess", ip=f"10.9.3.{n + 1}"), 401)
+    before = users_health(limited)
+    body = assert_too_many(auth(limited, "publisher", "guess", ip="10.9.3.100"))
+    assert "username" in body["message"]
+    assert users_health(limited)["passwordChecks"] == before["passwordChecks"]
+    # The site's tabs keep logging in (from anywhere) with the password last accepted.
+    for n in range(5):
+        response = auth(limited, "publisher", "publisher-password", ip=f"10.9.4.{n + 1}")
+        assert response.status_code == 200
+    # Any other password would need scrypt: refused, unchecked, until the username's
+    # failures drain. That includes a new password nobody has logged in with yet.
+    response = limited.post("/user/password", publish, data={"password": "publisher-new-pw"})
+    assert response.status_code == 204
+    assert_too_many(auth(limited, "publisher", "publisher-new-pw", ip="10.9.4.50"))
+    assert users_health(limited)["passwordChecks"] == before["passwordChecks"]
+    # Other usernames are unaffected.
+    assert_error(auth(limited, "somebody-else", "guess", ip="10.9.4.51"), 401)
+
+
+def test_an_address_may_try_again_after_its_failures_drain(start_server) -> None:
+    # 2 failures per 4 s: one more every 2 s once the two are used.
+    server = start_server(
+        "--trusted-proxies",
+        "127.0.0.1",
+        "--login-failures-per-address",
+        "2",
+        "--login-failure-window-ms",
+        "4000",
+    )
+    server.add_user("retrier", "retrier-password", ["publish"])
+    refused = None
+    for _ in range(20):  # guesses until refused (the budget drains while scrypt runs)
+        response = auth(server, "retrier", "guess", ip="10.9.5.1")
+        if response.status_code == 429:
+            refused = response
+            break
+        assert_error(response, 401)
+    assert refused is not None
+    assert_too_many(refused)
+    time.sleep(int(refused.headers["Retry-After"]))
+    before = users_health(server)
+    assert_error(auth(server, "retrier", "guess", ip="10.9.5.1"), 401)  # checked again
+    assert users_health(server)["passwordChecks"] == before["passwordChecks"] + 1
+
+
+def test_ipv6_guesses_from_one_64_share_a_budget(limited: Server) -> None:
+    # An unknown username is counted like any other (answers do not reveal which exist).
+    for n in range(PER_ADDRESS):
+        assert_error(auth(limited, "v6-user", "guess", ip=f"2001:db8:9:9::{n + 1}"), 401)
+    assert_too_many(auth(limited, "v6-user", "guess", ip="2001:db8:9:9:ffff::1"))
+    assert_error(auth(limited, "v6-user", "guess", ip="2001:db8:9:a::1"), 401)
