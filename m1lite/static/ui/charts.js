@@ -17,13 +17,21 @@ const resizing = new ResizeObserver((entries) => {
   }
 });
 
-// Draw `draw(width)` into `container` now and again whenever its width changes.
+// Draw `draw(width)` into `container` now and again whenever its width changes. A live
+// refresh redraws every few seconds: a keyboard user whose focus was on a bucket keeps it
+// (on the same bucket number), instead of being thrown back to the top of the page.
 function responsive(container, draw) {
   container.drawChart = () => {
     const width = Math.max(120, Math.round(container.clientWidth || 600));
+    const active = document.activeElement;
+    const hadFocus = Boolean(active && active !== container && container.contains(active));
     container.drawnWidth = width;
     clear(container);
     draw(width);
+    if (hadFocus) {
+      const stop = container.querySelector('.hit[tabindex="0"]');
+      if (stop) stop.focus({ preventScroll: true });
+    }
   };
   container.drawChart();
   resizing.observe(container);
@@ -66,9 +74,29 @@ export function sparkline(values, { width = 160, height = 36, label = "" } = {})
   );
 }
 
+// Which bucket a keydown moves the focus to, from bucket `i` of `n`; -1 for other keys.
+function keyTarget(key, i, n) {
+  const page = Math.max(1, Math.round(n / 10));
+  const moves = {
+    ArrowLeft: i - 1,
+    ArrowRight: i + 1,
+    PageUp: i - page,
+    PageDown: i + page,
+    Home: 0,
+    End: n - 1,
+  };
+  return key in moves ? Math.min(n - 1, Math.max(0, moves[key])) : -1;
+}
+
 // buckets: [{start, end, label, values: {key: number}}]; series: [{key, label}].
 // kind: "area" (one or more overlaid), "stacked" (stacked areas), "columns" (stacked).
-// onPick(bucket) is called when a bucket is clicked; onSeries(series) for a legend entry.
+// onPick(bucket) is called when a bucket is clicked, or chosen with Enter or Space;
+// onSeries(series) for a legend entry.
+//
+// Every bucket has a transparent target over the chart's height. The targets are one tab
+// stop (a roving tabindex: the chart is one stop even with 720 buckets); the arrow keys,
+// Page Up/Down, Home and End move between them. The chart listens once for all of them
+// (pointer, click, keys, focus), so a redraw adds no listener per bucket.
 export function timeChart(container, options) {
   const { buckets, series, kind = "area", height = 200, onPick, onSeries, readout } = options;
   responsive(container, (width) => {
@@ -86,17 +114,21 @@ export function timeChart(container, options) {
     const slot = innerW / n;
     const x = (i) => pad.left + i * slot + slot / 2;
     const y = (v) => pad.top + innerH - (v / max) * innerH;
+    const label = options.label || "chart";
+    // A group, not an image: an image's children are hidden from assistive technology,
+    // and the buckets are controls. The drawing itself is hidden: the buckets say it all.
     const root = svg("svg", {
       class: "chart",
       width,
       height,
       viewBox: `0 0 ${width} ${height}`,
-      role: "img",
-      "aria-label": options.label || "chart",
+      role: "group",
+      "aria-label": label,
     });
+    const drawing = svg("g", { "aria-hidden": "true" });
     // Grid and y axis: 0, half, max.
     for (const value of [0, max / 2, max]) {
-      root.append(
+      drawing.append(
         svg("line", {
           class: "gridline",
           x1: pad.left,
@@ -115,7 +147,7 @@ export function timeChart(container, options) {
     const every = Math.max(1, Math.ceil(n / Math.max(1, Math.floor(innerW / 90))));
     buckets.forEach((b, i) => {
       if (i % every === 0) {
-        root.append(
+        drawing.append(
           svg("text", { class: "tick", x: x(i), y: height - 6, "text-anchor": "middle" }, b.label),
         );
       }
@@ -129,7 +161,7 @@ export function timeChart(container, options) {
           const v = b.values[s.key] || 0;
           if (!v) return;
           const w = Math.max(1, slot * 0.7);
-          root.append(
+          drawing.append(
             svg("rect", {
               class: `bar s${k}`,
               x: x(i) - w / 2,
@@ -148,24 +180,33 @@ export function timeChart(container, options) {
           .map((v, i) => `L${x(i).toFixed(1)},${y(v).toFixed(1)}`)
           .reverse()
           .join("");
-        root.append(
+        drawing.append(
           svg("path", { class: `area s${k}${stacked ? " solid" : ""}`, d: `${line}${back}Z` }),
         );
-        root.append(svg("path", { class: `line s${k}`, d: line }));
+        drawing.append(svg("path", { class: `line s${k}`, d: line }));
       }
       if (stacked) tops.forEach((v, i) => (base[i] = v));
     });
-    // One transparent target per bucket: hover shows the values, click filters.
     const marker = svg("line", {
       class: "marker",
       y1: pad.top,
       y2: pad.top + innerH,
       visibility: "hidden",
     });
-    root.append(marker);
-    buckets.forEach((b, i) => {
-      const parts = series.map((s) => `${s.label} ${(b.values[s.key] || 0).toLocaleString()}`);
-      const target = svg(
+    drawing.append(marker);
+    root.append(drawing);
+
+    // The targets: what hover and the readout show is each one's accessible name too.
+    const texts = buckets.map(
+      (b) =>
+        `${b.title || b.label}: ${series
+          .map((s) => `${s.label} ${(b.values[s.key] || 0).toLocaleString()}`)
+          .join(", ")}`,
+    );
+    // The tab stop stays on the bucket the user last focused, across redraws.
+    const stop = Math.min(container.focusIndex || 0, buckets.length - 1);
+    const targets = buckets.map((b, i) =>
+      svg(
         "rect",
         {
           class: onPick ? "hit pickable" : "hit",
@@ -173,24 +214,92 @@ export function timeChart(container, options) {
           y: pad.top,
           width: Math.max(1, slot),
           height: innerH,
+          role: onPick ? "button" : "img",
+          tabindex: i === stop ? "0" : "-1",
+          "aria-label": texts[i],
           dataset: { index: String(i) },
-          onpointerenter: () => {
-            marker.setAttribute("x1", x(i));
-            marker.setAttribute("x2", x(i));
-            marker.setAttribute("visibility", "visible");
-            if (readout) readout.textContent = `${b.title || b.label}: ${parts.join(", ")}`;
-          },
-          onclick: onPick ? () => onPick(b) : null,
         },
-        svg("title", {}, `${b.title || b.label}\n${parts.join("\n")}`),
+        // A tooltip only where no readout line shows the same on hover.
+        readout ? null : svg("title", {}, texts[i]),
+      ),
+    );
+    if (targets.length) {
+      const keys = onPick
+        ? "arrow keys move between them, Enter filters by one"
+        : "arrow keys move between them";
+      root.append(
+        svg(
+          "g",
+          {
+            class: "targets",
+            role: "group",
+            "aria-label": `${label}: ${targets.length} time buckets; ${keys}`,
+          },
+          targets,
+        ),
       );
-      root.append(target);
-    });
-    root.addEventListener("pointerleave", () => {
+    }
+    const indexOf = (event) => {
+      const target = event.target.closest ? event.target.closest(".hit") : null;
+      return target ? Number(target.dataset.index) : -1;
+    };
+    const show = (i) => {
+      marker.setAttribute("x1", x(i));
+      marker.setAttribute("x2", x(i));
+      marker.setAttribute("visibility", "visible");
+      if (readout) readout.textContent = texts[i];
+    };
+    const hide = () => {
       marker.setAttribute("visibility", "hidden");
       if (readout) readout.textContent = options.hint || "";
+    };
+    const focused = () => indexOf({ target: document.activeElement });
+    root.addEventListener("pointerover", (event) => {
+      const i = indexOf(event);
+      if (i >= 0) show(i);
     });
-    container.append(root);
+    root.addEventListener("pointerleave", () => {
+      // Back to the focused bucket, if any, when the pointer leaves.
+      const i = root.contains(document.activeElement) ? focused() : -1;
+      if (i >= 0) show(i);
+      else hide();
+    });
+    // Focus listeners on an SVG element make chromium put the element itself in the tab
+    // order: they go on an HTML frame around the chart instead.
+    const frame = h("div", { class: "chart-frame" }, root);
+    frame.addEventListener("focusin", (event) => {
+      const i = indexOf(event);
+      if (i < 0) return;
+      for (const other of root.querySelectorAll('.hit[tabindex="0"]')) {
+        other.setAttribute("tabindex", "-1");
+      }
+      targets[i].setAttribute("tabindex", "0");
+      container.focusIndex = i;
+      show(i);
+    });
+    frame.addEventListener("focusout", (event) => {
+      if (!frame.contains(event.relatedTarget)) hide();
+    });
+    if (onPick) {
+      root.addEventListener("click", (event) => {
+        const i = indexOf(event);
+        if (i >= 0) onPick(buckets[i]);
+      });
+    }
+    root.addEventListener("keydown", (event) => {
+      const i = indexOf(event);
+      if (i < 0 || event.altKey || event.ctrlKey || event.metaKey) return;
+      if (onPick && (event.key === "Enter" || event.key === " ")) {
+        event.preventDefault(); // Space would scroll the page
+        onPick(buckets[i]);
+        return;
+      }
+      const next = keyTarget(event.key, i, targets.length);
+      if (next < 0) return;
+      event.preventDefault();
+      targets[next].focus();
+    });
+    container.append(frame);
     if (series.length > 1 || onSeries) {
       container.append(
         h(

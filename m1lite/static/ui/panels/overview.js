@@ -107,7 +107,7 @@ function renderTimeline(facet, view) {
     series: [metric],
     label: `${metric.label} over time`,
     readout: byId("timeline-readout"),
-    hint: "Click a bucket to filter by its time.",
+    hint: "Click a bucket (or Tab to it, arrow keys, Enter) to filter by its time.",
     onPick: (b) => view.filter(timeFilter(b.start, b.end)),
   });
   byId("online-spark").replaceChildren(
