@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 GEOIP_TEST_DB := tests/data/GeoIP2-City-Test.mmdb
 
-.PHONY: run test lint typecheck pytest bench bench-ingest bench-query clean
+.PHONY: run test lint typecheck pytest bench bench-ingest bench-query bench-sessions bench-load bench-ui bench-auth clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,18 @@ bench-ingest: $(VENV)/.installed
 # 1M events by default; `make bench-query QUERY_ARGS="--events 10000000"` for the full run.
 bench-query: $(VENV)/.bench-installed
 	$(BIN)/python bench/bench_query.py $(QUERY_ARGS)
+
+bench-sessions: $(VENV)/.installed
+	$(BIN)/python bench/bench_sessions.py
+
+bench-load: $(VENV)/.installed
+	$(BIN)/python bench/bench_load.py
+
+bench-ui: $(VENV)/.installed
+	$(BIN)/python bench/bench_ui.py
+
+bench-auth: $(VENV)/.installed
+	$(BIN)/python bench/bench_auth.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
