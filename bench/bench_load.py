@@ -44,7 +44,6 @@ GEOIP = common.REPO / "tests" / "data" / "GeoIP2-City-Test.mmdb"
 STORE = "stash"
 TARGET_P99_MS = 100.0
 MAX_LAG_P99_MS = 50.0
-QUIET_LOAD = 0.7
 STEPS = "1000,2000,5000,7500,10000,12500,15000,17500,20000,25000,30000,40000"
 QUICK_STEPS = "500,1000,2000"
 
@@ -74,19 +73,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if mode not in ("session", "events"):
             parser.error(f"unknown mode {mode!r}")
     return args
-
-
-def wait_quiet(max_wait_s: float) -> float:
-    """Wait for the 1-minute load average to fall below QUIET_LOAD; returns it."""
-    deadline = time.monotonic() + max_wait_s
-    load = os.getloadavg()[0]
-    while load >= QUIET_LOAD and time.monotonic() < deadline:
-        print(f"  waiting for a quiet machine: load {load:.2f}", flush=True)
-        time.sleep(15)
-        load = os.getloadavg()[0]
-    if load >= QUIET_LOAD:
-        print(f"  machine still busy after {max_wait_s:.0f} s (load {load:.2f}); measuring")
-    return round(load, 2)
 
 
 def start_server(workdir: Path, name: str) -> common.Server:
@@ -254,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"\n{what}: heartbeat {args.heartbeat_ms} ms, think {args.think_s:g} s", flush=True
             )
-            load = wait_quiet(args.max_wait)
+            load = common.wait_quiet(args.max_wait)
             print(f"  load average {load:.2f}", flush=True)
             largest = 0
             for users in args.step_list:

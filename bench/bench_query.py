@@ -45,7 +45,6 @@ from bench import query_questions as qq
 ADMIN_PASSWORD = "bench-admin-password"
 TARGET_RATIO = 0.5  # m1lite time / DuckDB (VARCHAR) time
 TARGET_INDEX_SHARE = 0.25  # index bytes / log bytes
-QUIET_LOAD = 0.7  # 1-minute load average below which the machine counts as quiet
 MARKER = "bench-dataset.json"  # in a data directory this bench built
 
 
@@ -96,21 +95,6 @@ def chosen_questions(args: argparse.Namespace) -> list[qq.Question]:
 
 
 # -- the machine -------------------------------------------------------------------------
-
-
-def wait_quiet(limit_s: float) -> float:
-    """Wait (up to limit_s) for the 1-minute load average to drop below QUIET_LOAD; the
-    load average when timing starts."""
-    deadline = time.monotonic() + limit_s
-    load = os.getloadavg()[0]
-    if load >= QUIET_LOAD:
-        print(f"  load average {load:.2f}: waiting for < {QUIET_LOAD} ...", flush=True)
-    while load >= QUIET_LOAD and time.monotonic() < deadline:
-        time.sleep(5)
-        load = os.getloadavg()[0]
-    if load >= QUIET_LOAD:
-        print(f"  still {load:.2f} after {limit_s:.0f} s: measuring anyway", flush=True)
-    return round(load, 2)
 
 
 @dataclass
@@ -439,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                 profile(m1, questions, args)
                 return 0
             print("in-process rounds:", flush=True)
-            results["load_average_in_process"] = wait_quiet(args.quiet_wait)
+            results["load_average_in_process"] = common.wait_quiet(args.quiet_wait)
             timings = run_rounds(engines, questions, rounds=args.rounds, warmup=args.warmup)
         finally:
             env.close()
@@ -458,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["server_ready_s"] = round(ready_s, 1)
                 results["server_memory_at_start"] = server_memory(server.pid)
                 print(f"HTTP rounds (server ready in {ready_s:.1f} s):", flush=True)
-                results["load_average_http"] = wait_quiet(args.quiet_wait)
+                results["load_average_http"] = common.wait_quiet(args.quiet_wait)
                 http_timings = run_rounds(
                     [http, qq.Duck(con, "ev", "duckdb")],
                     questions,

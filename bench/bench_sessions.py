@@ -65,7 +65,6 @@ ADMIN_PASSWORD = "bench-admin-password"
 GEOIP = common.REPO / "tests" / "data" / "GeoIP2-City-Test.mmdb"
 LUA = Path(__file__).resolve().parent / "session_update.lua"
 STORE = "stash"
-QUIET_LOAD = 0.7
 TARGET_TICK_MS = 5.0
 TARGET_BYTES = 2048
 PAGES = ["/", "/pricing", "/blog", "/docs/getting-started", "/products/trail-runner-2"]
@@ -93,19 +92,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def wait_quiet(max_wait_s: float) -> float:
-    """Wait for the 1-minute load average to fall below QUIET_LOAD; returns it."""
-    deadline = time.monotonic() + max_wait_s
-    load = os.getloadavg()[0]
-    while load >= QUIET_LOAD and time.monotonic() < deadline:
-        print(f"  waiting for a quiet machine: load {load:.2f}", flush=True)
-        time.sleep(15)
-        load = os.getloadavg()[0]
-    if load >= QUIET_LOAD:
-        print(f"  machine still busy after {max_wait_s:.0f} s (load {load:.2f}); measuring")
-    return round(load, 2)
 
 
 def current_load() -> float:
@@ -210,7 +196,7 @@ async def in_process(args: argparse.Namespace, workdir: Path, out: dict[str, Any
     n = args.sessions
     print(f"\nIn process, {n:,} sessions", flush=True)
     env = open_env(workdir / "inproc")
-    load = wait_quiet(args.max_wait)
+    load = common.wait_quiet(args.max_wait)
     applied, committed = await fill(env, n)
     out["upsert_apply_per_s"] = n / applied
     out["upsert_committed_per_s"] = n / committed
@@ -337,7 +323,7 @@ async def memory(args: argparse.Namespace, workdir: Path, out: dict[str, Any]) -
     what = "Python heap (tracemalloc)" if traced else "RSS, anonymous memory"
     places = "every session from its own network" if distinct else "typical sessions"
     print(f"\nMemory, {n:,} {places}: {what}, a fresh process", flush=True)
-    load = wait_quiet(args.max_wait)
+    load = common.wait_quiet(args.max_wait)
     env = open_env(workdir / f"memory-{args.memory_mode}")
     rng = random.Random(11)
     items = [session_item(k, rng) for k in range(n)]
@@ -485,7 +471,7 @@ def over_http(args: argparse.Namespace, workdir: Path, out: dict[str, Any]) -> N
             label = "async=true" if is_async else "async=false"
             warm = argparse.Namespace(**{**vars(args), "duration": 3.0})
             run_wrk(server.base_url, token, n, is_async, warm)
-            load = wait_quiet(args.max_wait)
+            load = common.wait_quiet(args.max_wait)
             with common.Meter(server.pid) as meter:
                 raw = run_wrk(server.base_url, token, n, is_async, args)
             rps = raw["requests"] / (raw["duration_us"] / 1e6)

@@ -301,6 +301,24 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[rank - 1]
 
 
+QUIET_LOAD = 0.7  # 1-minute load average below which the machine counts as quiet
+
+
+def wait_quiet(max_wait_s: float) -> float:
+    """Wait (up to max_wait_s) for the 1-minute load average to drop below QUIET_LOAD;
+    returns the load average when timing starts."""
+    deadline = time.monotonic() + max_wait_s
+    load = os.getloadavg()[0]
+    if load >= QUIET_LOAD:
+        print(f"  load average {load:.2f}: waiting for < {QUIET_LOAD} ...", flush=True)
+    while load >= QUIET_LOAD and time.monotonic() < deadline:
+        time.sleep(5)
+        load = os.getloadavg()[0]
+    if load >= QUIET_LOAD:
+        print(f"  still {load:.2f} after {max_wait_s:.0f} s: measuring anyway", flush=True)
+    return round(load, 2)
+
+
 def start_m1lite(
     data_dir: Path,
     workdir: Path,
