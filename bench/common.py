@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -293,11 +294,12 @@ class Server:
 
 
 def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (what wrk reports too)."""
+    """Nearest-rank percentile: the smallest value with at least p % of the values at or
+    below it (p95 of 20 values is the 19th, not the largest)."""
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(p / 100 * len(ordered))))
     return ordered[rank - 1]
 
 

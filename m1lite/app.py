@@ -140,12 +140,12 @@ class M1App:
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         env = self.env if self.env is not None else self.open()
-        env.start_flusher()
+        env.start_background_tasks()
         try:
             yield
         finally:
             # The flusher first: what it handed the writer is committed by close().
-            await env.stop_flusher()
+            await env.stop_background_tasks()
             self.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

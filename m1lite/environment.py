@@ -59,6 +59,8 @@ class Environment:
         if self.stores.is_new:
             self.stores.add_from_template(template)
         self.auth = Auth(self.meta, token_cache_size=config.token_cache_size)
+        # /auth's scrypt checks wait for a slot here, one per core (see api/users.py).
+        self.password_checks = asyncio.Semaphore(os.cpu_count() or 1)
         self.login_limits = LoginLimits(
             config.login_failures_per_address,
             config.login_failures_per_user,
@@ -167,13 +169,13 @@ class Environment:
     def start(self) -> None:
         self.writer.start()
 
-    def start_flusher(self) -> None:
+    def start_background_tasks(self) -> None:
         """Start the background tasks: the session flusher and the expired-token purge
         (needs the running event loop)."""
         self.flusher.start()
         self.token_purger.start()
 
-    async def stop_flusher(self) -> None:
+    async def stop_background_tasks(self) -> None:
         await self.token_purger.stop()
         await self.flusher.stop()
 

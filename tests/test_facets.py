@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from oracle import assert_same
 from pyroaring import BitMap
 
 from m1lite.config import Config
@@ -434,29 +435,6 @@ class Brute:
                 self.fill(bucket, found, spec.get("facet", {}), spec.get("processEmpty", False))
                 out[name] = bucket
         return out
-
-
-def assert_same(actual: Any, expected: Any, where: str = "facets") -> None:
-    """Equal JSON, floats within 1e-9 (numbers stay ints where expected ints)."""
-    if isinstance(expected, dict):
-        assert isinstance(actual, dict), f"{where}: {actual!r} is not an object"
-        assert set(actual) == set(expected), f"{where}: keys {sorted(actual)} != {sorted(expected)}"
-        for key in expected:
-            assert_same(actual[key], expected[key], f"{where}.{key}")
-    elif isinstance(expected, list):
-        assert isinstance(actual, list), f"{where}: {actual!r} is not a list"
-        assert len(actual) == len(expected), f"{where}: {actual!r} != {expected!r}"
-        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            assert_same(a, e, f"{where}[{i}]")
-    elif isinstance(expected, float):
-        assert type(actual) is float, f"{where}: {actual!r} is not a float ({expected!r})"
-        assert math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-9), (
-            f"{where}: {actual!r} != {expected!r}"
-        )
-    else:
-        assert type(actual) is type(expected) and actual == expected, (
-            f"{where}: {actual!r} != {expected!r}"
-        )
 
 
 def check(env: Environment, request: dict[str, Any], keys: list[int] | None = None) -> dict:

@@ -42,6 +42,11 @@ def client_ip(request: Request, env: Environment) -> str:
     return env.proxies.client_ip(peer[0] if peer else None, request.headers.get("x-forwarded-for"))
 
 
+def request_token(request: Request, params: Params) -> str | None:
+    """The token a request carries: the `m1-auth-token` header, else that parameter."""
+    return request.headers.get(TOKEN_HEADER) or params.string(TOKEN_HEADER)
+
+
 def endpoint(
     rights: tuple[str, ...] | None,
 ) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
@@ -62,8 +67,7 @@ def endpoint(
                 ip = client_ip(request, env)
                 user = None
                 if rights is not None:
-                    token = request.headers.get(TOKEN_HEADER) or params.string(TOKEN_HEADER)
-                    user = env.auth.authenticate(token, ip)
+                    user = env.auth.authenticate(request_token(request, params), ip)
                     require(user, rights)
                 return await handler(Call(request, params, env, user, ip))
             except ApiError as error:

@@ -56,8 +56,7 @@ async def health(call: Call) -> Response:
             details={"type": env.geo.database_type, "buildDate": env.geo.build_date},
         )
     try:
-        with env.lake.read() as txn:
-            entries = txn.stat(env.lake.dbs["log"])["entries"]
+        entries = env.lake.event_count()
         components["lake"] = _component(
             True,
             f"{entries} events",

@@ -50,10 +50,6 @@ def m1_js_source() -> str:
     return strip_comments(_read("js/M1Events.js")) + strip_comments(_read("m1.js"))
 
 
-def _script(source: str) -> Script:
-    return make_script(source.encode("utf-8"))
-
-
 def make_script(body: bytes) -> Script:
     """A body with its gzipped bytes and strong ETag."""
     digest = hashlib.sha256(body).hexdigest()[:20]
@@ -64,8 +60,8 @@ def make_script(body: bytes) -> Script:
 @cache
 def script(path: str) -> Script:
     if path == "/m1.js":
-        return _script(m1_js_source())
-    return _script(_read(path.lstrip("/")))
+        return make_script(m1_js_source().encode("utf-8"))
+    return make_script(_read(path.lstrip("/")).encode("utf-8"))
 
 
 def _accepts_gzip(request: Request) -> bool:

@@ -25,9 +25,7 @@ async def store_list(call: Call) -> Response:
 
 
 def _lake_stats(env: Environment) -> tuple[int, int]:
-    with env.lake.read() as txn:
-        events = int(txn.stat(env.lake.dbs["log"])["entries"])
-    return events, env.lake.disk_bytes()
+    return env.lake.event_count(), env.lake.disk_bytes()
 
 
 @endpoint(rights=("admin",))

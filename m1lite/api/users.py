@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 from functools import partial
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from m1lite.api import (
-    TOKEN_HEADER,
     Call,
     endpoint,
     json_response,
     no_content,
+    request_token,
     text_response,
 )
 from m1lite.auth import ANY_IP, User, parse_rights, require
@@ -49,12 +47,9 @@ def _require_admin_for(call: Call, user: User) -> None:
     """`ip` and `ttl` need the admin right: the user logging in has it, or the request
     carries an admin's token. The second lets an admin mint a token for a publish-only
     user that works from any address, for a busy site's `data-token`."""
-    if "admin" in user.rights:
-        return
-    token = call.request.headers.get(TOKEN_HEADER) or call.params.string(TOKEN_HEADER)
-    if token:
-        require(call.env.auth.authenticate(token, call.client_ip), ("admin",))
-        return
+    token = request_token(call.request, call.params)
+    if token and "admin" not in user.rights:
+        user = call.env.auth.authenticate(token, call.client_ip)
     require(user, ("admin",))
 
 
@@ -67,7 +62,8 @@ async def _login(call: Call, username: str, password: str) -> User:
 
     Brute force (m1lite/login_limits.py): an address over its failure budget is refused
     before anything is checked; a login that needs scrypt is charged to its address and
-    username first (refused, without scrypt, if either is over) and refunded if right.
+    username when its slot comes (refused, without scrypt, if either is over) and
+    refunded if right.
     """
     auth = call.env.auth
     limits = call.env.login_limits
@@ -75,12 +71,13 @@ async def _login(call: Call, username: str, password: str) -> User:
     user = auth.login_cached(username, password)
     if user is not None:
         return user
-    limits.begin_check(call.client_ip, username)
-    state = call.request.app.state
-    gate: asyncio.Semaphore | None = getattr(state, "password_checks", None)
-    if gate is None:
-        gate = state.password_checks = asyncio.Semaphore(os.cpu_count() or 1)
-    async with gate:
+    async with call.env.password_checks:
+        # Charged only once a slot is ours: logins that waited behind the first check of
+        # a password (a restart's rush of tabs) find it cached and are never counted.
+        user = auth.login_cached(username, password)
+        if user is not None:
+            return user
+        limits.begin_check(call.client_ip, username)
         user = await run_in_threadpool(auth.login, username, password)
     limits.succeeded(call.client_ip, username)
     return user

@@ -39,13 +39,21 @@ from m1lite.query.facet_request import (
     RangeFacet,
     check_numeric_range,
 )
-from m1lite.query.stats import FieldData, every_row, gather, keys_of, unique_ints
+from m1lite.query.stats import (
+    FieldData,
+    every_row,
+    gather,
+    keys_of,
+    sorted_distinct,
+    unique_ints,
+)
 from m1lite.schema import format_date_ms
 
 if TYPE_CHECKING:
     from m1lite.query.facets import FacetRun
 
 _Bound = tuple[float, float, bool, bool]  # low, high, include low, include high
+_EMPTY = np.zeros(0, dtype=np.int64)
 
 
 def range_facet(run: FacetRun, facet: RangeFacet, domain: BitMap) -> dict[str, Any]:
@@ -81,14 +89,6 @@ def _key_positions(column: np.ndarray, bounds: list[_Bound]) -> tuple[list[int],
     return first.tolist(), last.tolist()
 
 
-def _count_between(domain: BitMap, first: int, last: int) -> int:
-    """How many keys of the domain lie in [first, last)."""
-    if last <= first:
-        return 0
-    below_first = domain.rank(first - 1) if first > 0 else 0
-    return int(domain.rank(last - 1) - below_first)
-
-
 def _by_key_position(
     run: FacetRun,
     facet: RangeFacet,
@@ -100,7 +100,7 @@ def _by_key_position(
 ) -> dict[str, Any]:
     run.charge(len(ranges), facet.path)
     first, last = _key_positions(column, ranges)
-    counts = [_count_between(domain, low, high) for low, high in zip(first, last, strict=True)]
+    counts = [domain.range_cardinality(a, b) for a, b in zip(first, last, strict=True)]
     kept = [i for i, count in enumerate(counts) if count >= facet.mincount]
     run.spend(len(kept), facet.path)
     body = facet.body
@@ -161,8 +161,7 @@ def _distinct_codes(codes: np.ndarray, domain: BitMap, first: int, last: int, co
     if part.size == 0:
         return 0
     ordered = np.sort(part)
-    distinct = 1 + int(np.count_nonzero(ordered[1:] != ordered[:-1]))
-    return distinct - 1 if ordered[0] == 0 else distinct
+    return sorted_distinct(ordered) - (1 if ordered[0] == 0 else 0)
 
 
 # ---------------------------------------------------------------------------- by pairs
@@ -187,12 +186,17 @@ def _by_pairs(
         sorted_values = values
         sorted_keys = keys if every_row(where, keys.size) else keys[where]
     first, last = _edges(sorted_values, ranges)
-    groups, pair_keys = _slices(first, last, sorted_keys)
-    if data.number_extras is not None:
+    single_valued = data.number_extras is None
+    if single_valued and not (facet.body.stats or facet.body.facets):
+        # Counts only: a bucket's count is its slice's length; no pairs are needed.
+        groups, pair_keys = _EMPTY, _EMPTY
+    else:
+        groups, pair_keys = _slices(first, last, sorted_keys)
+    if single_valued:  # one value per event: a bucket's count is its slice's length
+        counts = last - first
+    else:
         groups, pair_keys = _unique_pairs(groups, pair_keys)
         counts = np.bincount(groups, minlength=len(ranges))
-    else:  # one value per event: a bucket's count is its slice's length
-        counts = np.maximum(last - first, 0)
     kept = np.flatnonzero(counts >= facet.mincount)
     run.spend(kept.size, facet.path)
     if kept.size < len(ranges):  # renumber the kept buckets (mincount 0 keeps all)
@@ -237,10 +241,10 @@ def _slices(
     starts: np.ndarray, stops: np.ndarray, values: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (slice number, values[i]) for every i in every slice [start, stop)."""
-    lengths = np.maximum(stops - starts, 0)
+    lengths = stops - starts  # _edges makes stop >= start
     total = int(lengths.sum())
     groups = np.repeat(np.arange(lengths.size), lengths)
-    if lengths.size and bool(np.all(starts[1:] == stops[:-1])) and bool(np.all(stops >= starts)):
+    if lengths.size and bool(np.all(starts[1:] == stops[:-1])):
         # Back-to-back slices (adjacent range buckets): one contiguous run, no index array.
         return groups, values[int(starts[0]) : int(stops[-1])]
     index = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)

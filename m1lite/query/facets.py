@@ -323,8 +323,6 @@ class FacetRun:
                     out[spec.name] = value
         return out
 
-    # -- range
-
 
 def _stat_order(values: list[Any], position: np.ndarray, descending: bool) -> np.ndarray:
     """Order by a statistic; buckets without it last, ties by value ascending."""

@@ -455,9 +455,13 @@ def _distinct_group_by_group(groups: np.ndarray, values: np.ndarray, n_groups: i
     for group in range(n_groups):
         part = values[bounds[group] : bounds[group + 1]]
         if part.size:
-            ordered = np.sort(part)
-            out[group] = 1 + np.count_nonzero(ordered[1:] != ordered[:-1])
+            out[group] = sorted_distinct(np.sort(part))
     return out
+
+
+def sorted_distinct(ordered: np.ndarray) -> int:
+    """How many distinct values a sorted, non-empty array holds."""
+    return 1 + int(np.count_nonzero(ordered[1:] != ordered[:-1]))
 
 
 def _percentiles(

@@ -35,7 +35,6 @@ from m1lite.flatten import flatten
 from m1lite.sessions.documents import to_timeout_event
 from m1lite.sessions.registry import SessionStores
 from m1lite.sessions.store import SESSIONS_DB, Lapsed, SessionStore, record_key
-from m1lite.storage.log import encode_record
 from m1lite.system import SystemProperties
 
 log = logging.getLogger("m1lite.sessions")
@@ -129,12 +128,7 @@ class Flusher:
         records = [schema.coerce(record, True) for record in records]
         ops = [(SESSIONS_DB, record_key(store.name, item.generation), None) for item in lapsed]
         try:
-            future = self.sessions.writer.submit(
-                records,
-                encoded=[encode_record(record) for record in records],
-                durable=True,
-                ops=ops,
-            )
+            future = self.sessions.writer.submit(records, durable=True, ops=ops)
             assert future is not None
             await future
         except Exception as exc:

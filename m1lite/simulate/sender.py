@@ -162,14 +162,7 @@ class Sender:
 
     # -- sending ------------------------------------------------------------------------
 
-    def flush(
-        self,
-        outbox: Outbox,
-        now: float,
-        *,
-        events: bool = True,
-        beats: bool = True,
-    ) -> None:
+    def flush(self, outbox: Outbox, now: float, *, events: bool = True) -> None:
         """Start a request for each kind waiting in `outbox` that has none in flight."""
         if now < outbox.hold_until:
             return
@@ -178,7 +171,7 @@ class Sender:
             del outbox.events[:MAX_EVENTS_PER_WRITE]
             outbox.events_busy = True
             self._start(self._send_events(outbox, batch))
-        if beats and outbox.beats and not outbox.beats_busy:
+        if outbox.beats and not outbox.beats_busy:
             taken = list(outbox.beats.items())[:MAX_UPSERTS_PER_UPDATE]
             for visitor, _ in taken:
                 del outbox.beats[visitor]
@@ -298,7 +291,7 @@ class Sender:
         wait = min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (outbox.fails - 1))
         outbox.hold_until = time.monotonic() + wait * (0.8 + 0.4 * self._jitter.random())
 
-    async def drain(self, timeout_s: float) -> int:
+    async def drain(self, timeout_s: float) -> None:
         """Wait for the requests in flight; cancel what is left after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while self.tasks and time.monotonic() < deadline:
@@ -308,7 +301,6 @@ class Sender:
             task.cancel()
         if left:
             await asyncio.gather(*left, return_exceptions=True)
-        return len(left)
 
 
 def _message(response: Response) -> str:

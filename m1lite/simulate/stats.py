@@ -96,10 +96,8 @@ class Stats:
         self.active = 0
         self.sessions = 0  # visitors with at least one heartbeat stored in the session store
         self.events_sent: Counter[str] = Counter()
-        self.events_acked: Counter[str] = Counter()
         self.events_dropped: Counter[str] = Counter()
         self.beats_sent = 0
-        self.beats_acked = 0
         self.beats_superseded = 0  # replaced by a newer heartbeat before they were sent
         self.beats_dropped = 0
         self.logins = 0
@@ -138,9 +136,6 @@ class Stats:
         Requests started once the visitors stopped (what was still queued, sent all at
         once like every tab's pagehide at the same moment) count, but not in latencies:
         that burst is the end of the simulation, not the server's behaviour under load."""
-        if events:
-            self.events_acked.update(events)
-        self.beats_acked += beats
         timed = self.ended is None or time.monotonic() - ms / 1000 < self.ended
         for window in self._windows():
             window.requests[endpoint] += 1
@@ -199,12 +194,12 @@ class Stats:
             },
             "events": {
                 "sent": dict(self.events_sent),
-                "acknowledged": dict(self.events_acked),
+                "acknowledged": dict(self.total.events_acked),
                 "dropped": dict(self.events_dropped),
             },
             "session_updates": {
                 "sent": self.beats_sent,
-                "acknowledged": self.beats_acked,
+                "acknowledged": self.total.beats_acked,
                 "superseded": self.beats_superseded,
                 "dropped": self.beats_dropped,
             },

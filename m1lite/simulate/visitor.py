@@ -119,10 +119,6 @@ class Visitor:
         self.has_session = False  # a heartbeat of it was stored in the session store
 
     @property
-    def path(self) -> str:
-        return self.visit.pages[self.step]
-
-    @property
     def pages_left(self) -> int:
         return len(self.visit.pages) - 1 - self.step
 

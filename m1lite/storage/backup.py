@@ -29,7 +29,7 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -48,6 +48,7 @@ FORMAT_VERSION = 1
 LAKE = "lake"
 DATA_FILE = "data.mdb"
 LAKE_FILE = f"{LAKE}/{DATA_FILE}"
+LOCK_FILE = "m1lite.lock"  # the server's (storage/env.py DataDirLock)
 COPY_CHUNK = 8 * 1024 * 1024
 _MAX_BEGIN_ATTEMPTS = 8  # each MDB_MAP_RESIZED means the server grew the map meanwhile
 _decode = msgspec.msgpack.Decoder().decode
@@ -308,9 +309,9 @@ def restore(src: Path, data_dir: Path, *, force: bool) -> Restored:
     if data_dir.exists() and not data_dir.is_dir():
         raise BackupError(f"{data_dir} exists and is not a directory")
     existed = data_dir.is_dir()
-    with _held_lock(data_dir) as lock_made:
-        held = {"m1lite.lock"} if lock_made else set()
-        if existed and not force and any(p.name not in held for p in data_dir.iterdir()):
+    with _held_lock(data_dir):
+        # The lock file alone (ours, or a stopped server's) leaves a directory empty.
+        if existed and not force and any(p.name != LOCK_FILE for p in data_dir.iterdir()):
             raise BackupError(f"{data_dir} is not empty; --force replaces its environment (lake/)")
         staging_parent = data_dir if existed else data_dir.parent
         staging_parent.mkdir(parents=True, exist_ok=True)
@@ -345,13 +346,13 @@ def restore(src: Path, data_dir: Path, *, force: bool) -> Restored:
 
 
 @contextlib.contextmanager
-def _held_lock(data_dir: Path) -> Iterator[bool]:
-    """Hold data_dir's server lock (so no server starts on it meanwhile); yields whether
-    the lock file was created here. Nothing is held when data_dir does not exist yet."""
+def _held_lock(data_dir: Path) -> Iterator[None]:
+    """Hold data_dir's server lock (so no server starts on it meanwhile); a lock file made
+    here goes again if the restore fails. Nothing is held when data_dir does not exist."""
     if not data_dir.is_dir():
-        yield False
+        yield
         return
-    path = data_dir / "m1lite.lock"
+    path = data_dir / LOCK_FILE
     made = not path.exists()
     # Opened for reading: flock needs no write access, and the holder's pid stays.
     handle: IO[bytes] = open(path, "ab+" if made else "rb")  # noqa: SIM115
@@ -365,7 +366,7 @@ def _held_lock(data_dir: Path) -> Iterator[bool]:
                 f"data directory {data_dir} is in use by {holder}; stop the server first"
             ) from None
         try:
-            yield made
+            yield
         except BaseException:
             if made:
                 with contextlib.suppress(OSError):
@@ -430,7 +431,6 @@ def _check_contents(lake_dir: Path, expected: Contents) -> None:
 def _put_in_place(staging: Path, data_dir: Path, existed: bool) -> bool:
     """Rename the verified environment into place; True when one was replaced."""
     if not existed:
-        (staging / "import").mkdir()
         _fsync(staging)
         staging.rename(data_dir)  # fails if a directory appeared there meanwhile
         _fsync(data_dir.parent)
@@ -466,6 +466,6 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _utc_now(clock: Callable[[], float] = time.time) -> str:
-    moment = datetime.fromtimestamp(clock(), UTC)
+def _utc_now() -> str:
+    moment = datetime.fromtimestamp(time.time(), UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

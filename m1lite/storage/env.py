@@ -129,6 +129,11 @@ class LakeEnv:
             self.env.set_mapsize(min(current * 2, self.max_map_bytes))
         return True
 
+    def event_count(self) -> int:
+        """Records in the log (archived ones included)."""
+        with self.read() as txn:
+            return int(txn.stat(self.dbs["log"])["entries"])
+
     def disk_bytes(self) -> int:
         data = Path(self.env.path()) / "data.mdb"
         try:

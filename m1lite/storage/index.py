@@ -261,10 +261,11 @@ class Index:
                 self.archived.add_range(key, key + count)
                 self._dirty_archived = True
             else:
-                keys = list(range(key, key + count))
-                for name, value in shared.items():
-                    values.extend(name, keys, value)
-                values.collect(zip(keys, records, strict=True), skip=shared)
+                if shared:
+                    keys = list(range(key, key + count))
+                    for name, value in shared.items():
+                        values.extend(name, keys, value)
+                values.collect(enumerate(records, key), skip=shared)
             key += count
         self.add_values(
             values, key, date_fields=date_fields, text_fields=text_fields, date_ms=date_ms

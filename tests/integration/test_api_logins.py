@@ -328,3 +328,25 @@ def test_ipv6_guesses_from_one_64_share_a_budget(limited: Server) -> None:
         assert_error(auth(limited, "v6-user", "guess", ip=f"2001:db8:9:9::{n + 1}"), 401)
     assert_too_many(auth(limited, "v6-user", "guess", ip="2001:db8:9:9:ffff::1"))
     assert_error(auth(limited, "v6-user", "guess", ip="2001:db8:9:a::1"), 401)
+
+
+def test_a_rush_of_right_passwords_is_never_counted_as_failures(limited: Server) -> None:
+    """After a password change nothing is cached: three times the username's failure
+    budget of tabs log in at once with the right password, and none is refused (the
+    waiters find the first check's result instead of being charged for one)."""
+    limited.add_user("rush", "rush-password", ["publish"])
+    response = limited.post(
+        "/user/password",
+        limited.admin_token(),
+        data={"username": "rush", "password": "rush-new-password"},
+    )
+    assert response.status_code == 204
+    tabs = PER_USER * 3
+    with concurrent.futures.ThreadPoolExecutor(tabs) as pool:
+        answers = list(
+            pool.map(
+                lambda n: auth(limited, "rush", "rush-new-password", ip=f"10.7.0.{n + 1}"),
+                range(tabs),
+            )
+        )
+    assert [a.status_code for a in answers] == [200] * tabs

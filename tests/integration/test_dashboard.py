@@ -113,6 +113,7 @@ def test_overview_numbers_equal_the_same_questions_asked_of_query(
 
     # The timeline's buckets add up to the events, and its sessions never exceed them.
     assert sum(row[3] for row in shown["timeline"]) == want["events"]
+    assert all(row[1] <= row[3] for row in shown["timeline"])
     assert tab.page.title() == "m1lite dashboard"
     screenshot(tab.page, "overview-1280x800")
     tab.assert_clean()

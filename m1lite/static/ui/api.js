@@ -27,7 +27,7 @@ export function forget() {
   sessionStorage.removeItem(USER_KEY);
 }
 
-function endpoint(path) {
+export function endpoint(path) {
   return new URL(`../${path}`, location.href).toString();
 }
 
@@ -91,23 +91,15 @@ export async function call(path, params) {
   } catch {
     throw new ApiError(0, "The server did not answer. Is it running?", "network");
   }
-  const text = await response.text();
-  const elapsedMs = performance.now() - started;
   if (!response.ok) {
-    let message = `${response.status} ${response.statusText}`;
-    let code = "";
-    try {
-      const body = JSON.parse(text);
-      message = body.message || message;
-      code = body.error || "";
-    } catch {
-      // keep the status line
-    }
+    const [message, code] = await errorOf(response);
     if (response.status === 401) {
       forget();
       throw new AuthExpired(401, message, code);
     }
     throw new ApiError(response.status, message, code);
   }
+  const text = await response.text();
+  const elapsedMs = performance.now() - started;
   return { body: text ? JSON.parse(text) : null, text, elapsedMs };
 }

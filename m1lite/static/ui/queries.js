@@ -17,11 +17,11 @@ const HOUR = 3600e3;
 const DAY = 86400e3;
 
 export const RANGES = {
-  "1h": { label: "Last hour", span: HOUR, gap: "+1MINUTE", gapMs: MINUTE, refreshS: 10 },
-  "24h": { label: "Last 24 hours", span: DAY, gap: "+1HOUR", gapMs: HOUR, refreshS: 30 },
-  "7d": { label: "Last 7 days", span: 7 * DAY, gap: "+1HOUR", gapMs: HOUR, refreshS: 60 },
-  "30d": { label: "Last 30 days", span: 30 * DAY, gap: "+1DAY", gapMs: DAY, refreshS: 300 },
-  custom: { label: "Custom", refreshS: 60 },
+  "1h": { span: HOUR, gap: "+1MINUTE", gapMs: MINUTE, refreshS: 10 },
+  "24h": { span: DAY, gap: "+1HOUR", gapMs: HOUR, refreshS: 30 },
+  "7d": { span: 7 * DAY, gap: "+1HOUR", gapMs: HOUR, refreshS: 60 },
+  "30d": { span: 30 * DAY, gap: "+1DAY", gapMs: DAY, refreshS: 300 },
+  custom: {},
 };
 
 // Gaps a custom range may use, finest first; the first giving at most MAX_BUCKETS wins.
@@ -73,7 +73,7 @@ export function timeWindow(state, now) {
       const [gap, gapMs] = GAPS.find(([, ms]) => (to - from) / ms <= MAX_BUCKETS) || GAPS.at(-1);
       const start = floorTo(from, gapMs);
       const end = start + Math.ceil((to - start) / gapMs) * gapMs;
-      return { start, end, gap, gapMs, live: end > now, label: "Custom" };
+      return { start, end, gap, gapMs, live: end > now };
     }
   }
   const range = state.range === "custom" ? RANGES["24h"] : preset;
@@ -87,7 +87,6 @@ export function timeWindow(state, now) {
     gap: range.gap,
     gapMs: range.gapMs,
     live: true,
-    label: range.label,
   };
 }
 

@@ -2,7 +2,7 @@
 // JSON facet request, answered as a table of documents, facet buckets with bars, and the
 // raw JSON. Everything it asks is in the URL, so an answer can be shared.
 
-import { ApiError, AuthExpired, call } from "../api.js";
+import { ApiError, AuthExpired, call, endpoint, formBody } from "../api.js";
 import { barList, timeChart } from "../charts.js";
 import { clear, fmtBucket, fmtInt, h } from "../dom.js";
 
@@ -386,14 +386,11 @@ export class Explorer {
 
   copyCurl() {
     const { path, params } = this.request();
-    const lines = [`curl -s ${new URL(`../${path}`, location.href)} -H "m1-auth-token: $token"`];
+    const lines = [`curl -s ${endpoint(path)} -H "m1-auth-token: $token"`];
     const quoteShell = (text) => `'${String(text).replace(/'/g, "'\\''")}'`;
-    for (const [name, value] of Object.entries(params)) {
-      if (value == null || value === "") continue;
-      const values = Array.isArray(value)
-        ? value
-        : [typeof value === "object" ? JSON.stringify(value) : value];
-      values.forEach((v) => lines.push(`--data-urlencode ${quoteShell(`${name}=${v}`)}`));
+    // The same encoding the page sends with (api.js formBody).
+    for (const [name, value] of formBody(params)) {
+      if (value !== "") lines.push(`--data-urlencode ${quoteShell(`${name}=${value}`)}`);
     }
     const text = lines.join(" \\\n  ");
     navigator.clipboard.writeText(text).then(
